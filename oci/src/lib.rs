@@ -1,0 +1,19 @@
+//! # kiln-oci
+//!
+//! The OCI vocabulary every other kiln crate speaks: content digests
+//! ([`Digest`]), image references with Docker's normalisation
+//! ([`reference`]), and platforms.
+//!
+//! Owns: parsing and validation of these values, so that nothing else in
+//! kiln handles a digest or a reference as a raw string.
+//!
+//! Must not depend on: any other kiln crate, any I/O, any async runtime.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod digest;
+pub mod platform;
+pub mod reference;
+
+pub use digest::{Digest, DigestError};
+pub use platform::Platform;
+pub use reference::{Reference, ReferenceError};
