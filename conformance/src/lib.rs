@@ -8,6 +8,8 @@
 use std::path::Path;
 
 pub mod dockerignore;
+pub mod instructions;
+pub mod parser;
 pub mod reference;
 pub mod shell;
 
@@ -17,13 +19,18 @@ pub struct Report {
     pub name: String,
     pub passed: usize,
     pub failed: usize,
+    /// Cases left out by design (see docs/conformance.md).
+    pub skipped: usize,
     /// One line per failed case, for `--verbose`.
     pub failures: Vec<String>,
 }
 
 impl Report {
     pub fn new(name: &str) -> Self {
-        Report { name: name.to_string(), ..Default::default() }
+        Report {
+            name: name.to_string(),
+            ..Default::default()
+        }
     }
 
     /// Records one case: `ok` or a failure with its description.

@@ -42,10 +42,17 @@ impl Chmod {
             let mut chars = rest.chars();
             let op = chars.next()?;
             let perms: String = chars.collect();
-            if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't')) {
+            if !perms
+                .chars()
+                .all(|c| matches!(c, 'r' | 'w' | 'x' | 'X' | 's' | 't'))
+            {
                 return None;
             }
-            clauses.push(Clause { who: if who == 0 { 0o7777 } else { who }, op, perms });
+            clauses.push(Clause {
+                who: if who == 0 { 0o7777 } else { who },
+                op,
+                perms,
+            });
         }
         (!clauses.is_empty()).then_some(Chmod::Symbolic(clauses))
     }
@@ -87,7 +94,8 @@ impl Chmod {
     /// octal modes make the source mode irrelevant, which matters for
     /// cache keys).
     pub fn is_absolute(&self) -> bool {
-        matches!(self, Chmod::Octal(_)) || matches!(self, Chmod::Symbolic(c) if c.iter().all(|c| c.op == '=' && c.who == 0o7777 && !c.perms.contains('X')))
+        matches!(self, Chmod::Octal(_))
+            || matches!(self, Chmod::Symbolic(c) if c.iter().all(|c| c.op == '=' && c.who == 0o7777 && !c.perms.contains('X')))
     }
 }
 

@@ -25,7 +25,10 @@ pub(crate) fn match_line<'a>(line: &'a str, prefix: &str) -> Option<(&'a str, &'
         return None;
     }
     let (name, rest) = rest.split_at(name_len);
-    let value = rest.trim_start_matches([' ', '\t']).strip_prefix('=')?.trim_matches([' ', '\t']);
+    let value = rest
+        .trim_start_matches([' ', '\t'])
+        .strip_prefix('=')?
+        .trim_matches([' ', '\t']);
     (!value.is_empty()).then_some((name, value))
 }
 
@@ -42,7 +45,11 @@ fn scan(src: &str, key: &str, prefix: &str) -> Option<FoundDirective> {
         let (name, value) = match_line(line.trim_start(), prefix)?;
         if name.eq_ignore_ascii_case(key) {
             let reference = value.split(' ').next().unwrap_or_default().to_string();
-            return Some(FoundDirective { reference, cmdline: value.to_string(), line: i + 1 });
+            return Some(FoundDirective {
+                reference,
+                cmdline: value.to_string(),
+                line: i + 1,
+            });
         }
     }
     None
@@ -57,7 +64,11 @@ pub fn detect_syntax(src: &str) -> Option<FoundDirective> {
     let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(src).ok()?;
     let value = obj.get("syntax")?.as_str()?;
     let reference = value.split(' ').next().unwrap_or_default().to_string();
-    Some(FoundDirective { reference, cmdline: value.to_string(), line: 0 })
+    Some(FoundDirective {
+        reference,
+        cmdline: value.to_string(),
+        line: 0,
+    })
 }
 
 /// BuildKit's `ParseDirective` for a key other than `syntax`: only `#`
@@ -79,6 +90,11 @@ mod tests {
         assert_eq!(detect_syntax("//syntax=foo").unwrap().reference, "foo");
         assert_eq!(detect_syntax("{\"syntax\": \"j\"}").unwrap().reference, "j");
         assert!(parse_directive("check", "//check=skip=all").is_none());
-        assert_eq!(parse_directive("check", "#check = skip=all // o").unwrap().reference, "skip=all");
+        assert_eq!(
+            parse_directive("check", "#check = skip=all // o")
+                .unwrap()
+                .reference,
+            "skip=all"
+        );
     }
 }

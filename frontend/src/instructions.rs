@@ -22,14 +22,19 @@ pub struct InstructionError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ErrorKind {
     #[error("unknown instruction: {keyword}{}", did_you_mean(.suggestion))]
-    UnknownInstruction { keyword: String, suggestion: Option<String> },
+    UnknownInstruction {
+        keyword: String,
+        suggestion: Option<String>,
+    },
     #[error("{0} requires exactly one argument")]
     ExactlyOneArgument(&'static str),
     #[error("{0} requires at least one argument")]
     AtLeastOneArgument(&'static str),
     #[error("{0} requires at least two arguments")]
     AtLeastTwoArguments(&'static str),
-    #[error("{0} requires at least two arguments, but only one was provided. Destination could not be determined")]
+    #[error(
+        "{0} requires at least two arguments, but only one was provided. Destination could not be determined"
+    )]
     NoDestination(&'static str),
     #[error("Bad input to {0}, too many arguments")]
     TooManyArguments(&'static str),
@@ -38,9 +43,15 @@ pub enum ErrorKind {
     #[error("{0} requires the arguments to be in JSON form")]
     NotJson(&'static str),
     #[error("{instruction} cannot accept a heredoc as {what}")]
-    BadHeredoc { instruction: &'static str, what: &'static str },
+    BadHeredoc {
+        instruction: &'static str,
+        what: &'static str,
+    },
     #[error("unknown flag: --{flag}{}", did_you_mean(.suggestion))]
-    UnknownFlag { flag: String, suggestion: Option<String> },
+    UnknownFlag {
+        flag: String,
+        suggestion: Option<String>,
+    },
     #[error("duplicate flag specified: {0}")]
     DuplicateFlag(String),
     #[error("missing a value on flag: {0}")]
@@ -71,7 +82,9 @@ pub enum ErrorKind {
     BadRetries { value: String },
     #[error("VOLUME specified can not be an empty string")]
     EmptyVolume,
-    #[error("invalid --chmod value {0:?}: expected an octal mode (e.g. 0755) or a symbolic mode (e.g. u=rwx,go=rx)")]
+    #[error(
+        "invalid --chmod value {0:?}: expected an octal mode (e.g. 0755) or a symbolic mode (e.g. u=rwx,go=rx)"
+    )]
     BadChmod(String),
     #[error("{0}")]
     Mount(#[from] MountError),
@@ -82,7 +95,9 @@ pub enum ErrorKind {
 }
 
 fn did_you_mean(s: &Option<String>) -> String {
-    s.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
+    s.as_ref()
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default()
 }
 
 /// A `key=value` pair of ENV or LABEL (raw words).
@@ -116,7 +131,11 @@ pub struct InlineFile {
 impl InlineFile {
     /// The body with leading tabs removed when `<<-` asked for it.
     pub fn content(&self) -> String {
-        if self.chomp { crate::parser::chomp_heredoc_content(&self.data) } else { self.data.clone() }
+        if self.chomp {
+            crate::parser::chomp_heredoc_content(&self.data)
+        } else {
+            self.data.clone()
+        }
     }
 }
 
@@ -264,8 +283,24 @@ impl Instruction {
 
 /// All instruction keywords kiln knows, lowercased.
 pub const KEYWORDS: &[&str] = &[
-    "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer",
-    "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir",
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
 ];
 
 /// Converts every node of a parsed Dockerfile.
@@ -275,7 +310,10 @@ pub fn parse_all(df: &Dockerfile) -> Result<Vec<Instruction>, InstructionError> 
 
 /// Converts one node.
 pub fn parse_instruction(node: &Node) -> Result<Instruction, InstructionError> {
-    let err = |kind: ErrorKind| InstructionError { kind, span: node.span };
+    let err = |kind: ErrorKind| InstructionError {
+        kind,
+        span: node.span,
+    };
     let command = parse_command(node).map_err(err)?;
     Ok(Instruction {
         command,
@@ -301,11 +339,21 @@ enum FlagType {
 }
 
 impl<'a> Flags<'a> {
-    fn parse(given: &'a [String], declared: &'static [(&'static str, FlagType)]) -> Result<Self, ErrorKind> {
-        let mut flags = Flags { given, declared, values: Vec::new() };
+    fn parse(
+        given: &'a [String],
+        declared: &'static [(&'static str, FlagType)],
+    ) -> Result<Self, ErrorKind> {
+        let mut flags = Flags {
+            given,
+            declared,
+            values: Vec::new(),
+        };
         for arg in flags.given {
             let Some(body) = arg.strip_prefix("--") else {
-                return Err(ErrorKind::UnknownFlag { flag: arg.clone(), suggestion: None });
+                return Err(ErrorKind::UnknownFlag {
+                    flag: arg.clone(),
+                    suggestion: None,
+                });
             };
             if body.is_empty() {
                 break;
@@ -315,8 +363,12 @@ impl<'a> Flags<'a> {
                 None => (body, None),
             };
             let Some(&(decl, ty)) = flags.declared.iter().find(|(n, _)| *n == name) else {
-                let suggestion = closest(name, flags.declared.iter().map(|(n, _)| *n)).map(|s| format!("--{s}"));
-                return Err(ErrorKind::UnknownFlag { flag: name.to_string(), suggestion });
+                let suggestion =
+                    closest(name, flags.declared.iter().map(|(n, _)| *n)).map(|s| format!("--{s}"));
+                return Err(ErrorKind::UnknownFlag {
+                    flag: name.to_string(),
+                    suggestion,
+                });
             };
             let seen = flags.values.iter().position(|(n, _)| *n == decl);
             if seen.is_some() && ty != FlagType::Strings {
@@ -328,7 +380,10 @@ impl<'a> Flags<'a> {
                     Some("false") => "false".to_string(),
                     Some("") => return Err(ErrorKind::MissingFlagValue(name.to_string())),
                     Some(_) => {
-                        return Err(ErrorKind::NotBoolean { flag: name.to_string(), value: value.unwrap_or_default().into() });
+                        return Err(ErrorKind::NotBoolean {
+                            flag: name.to_string(),
+                            value: value.unwrap_or_default().into(),
+                        });
                     }
                 },
                 FlagType::String | FlagType::Strings => match value {
@@ -345,11 +400,18 @@ impl<'a> Flags<'a> {
     }
 
     fn string(&self, name: &str) -> Option<String> {
-        self.values.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.last().cloned())
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.last().cloned())
     }
 
     fn strings(&self, name: &str) -> Vec<String> {
-        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
 
     fn bool(&self, name: &str) -> bool {
@@ -391,11 +453,25 @@ fn parse_command(node: &Node) -> Result<Command, ErrorKind> {
                 }
                 _ => return Err(ErrorKind::FromArguments),
             };
-            let doc = name.as_deref().map(|n| doc_comment(&node.comments, n)).unwrap_or_default();
-            Command::From(From { image: args[0].clone(), name, name_as_written, as_keyword, platform: f.string("platform"), doc })
+            let doc = name
+                .as_deref()
+                .map(|n| doc_comment(&node.comments, n))
+                .unwrap_or_default();
+            Command::From(From {
+                image: args[0].clone(),
+                name,
+                name_as_written,
+                as_keyword,
+                platform: f.string("platform"),
+                doc,
+            })
         }
         "run" => {
-            let f = flags(&[("mount", FlagType::Strings), ("network", FlagType::String), ("security", FlagType::String)])?;
+            let f = flags(&[
+                ("mount", FlagType::Strings),
+                ("network", FlagType::String),
+                ("security", FlagType::String),
+            ])?;
             let mounts = f.strings("mount");
             for m in &mounts {
                 // Validate the shape now; values with variables are checked
@@ -573,7 +649,8 @@ fn strip_onbuild_keyword(original: &str) -> &str {
 fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
 /// BuildKit's doc-comment rule: a comment line `NAME text` documents NAME.
@@ -582,14 +659,18 @@ fn doc_comment(comments: &[String], name: &str) -> String {
         return String::new();
     }
     let prefix = format!("{name} ");
-    comments.iter().find_map(|c| c.strip_prefix(&prefix)).unwrap_or_default().to_string()
+    comments
+        .iter()
+        .find_map(|c| c.strip_prefix(&prefix))
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn key_values(args: &[String], name: &'static str) -> Result<Vec<KeyValue>, ErrorKind> {
     if args.is_empty() {
         return Err(ErrorKind::AtLeastOneArgument(name));
     }
-    if args.len() % 3 != 0 {
+    if !args.len().is_multiple_of(3) {
         return Err(ErrorKind::TooManyArguments(name));
     }
     args.chunks(3)
@@ -597,7 +678,11 @@ fn key_values(args: &[String], name: &'static str) -> Result<Vec<KeyValue>, Erro
             if c[0].is_empty() {
                 return Err(ErrorKind::BlankName(name));
             }
-            Ok(KeyValue { key: c[0].clone(), value: c[1].clone(), no_delim: c[2].is_empty() })
+            Ok(KeyValue {
+                key: c[0].clone(),
+                value: c[1].clone(),
+                no_delim: c[2].is_empty(),
+            })
         })
         .collect()
 }
@@ -605,23 +690,48 @@ fn key_values(args: &[String], name: &'static str) -> Result<Vec<KeyValue>, Erro
 fn inline_files(heredocs: &[Heredoc]) -> Vec<InlineFile> {
     heredocs
         .iter()
-        .map(|h| InlineFile { name: h.name.clone(), data: h.content.clone(), chomp: h.chomp, expand: h.expand })
+        .map(|h| InlineFile {
+            name: h.name.clone(),
+            data: h.content.clone(),
+            chomp: h.chomp,
+            expand: h.expand,
+        })
         .collect()
 }
 
 fn command_line(node: &Node, empty_as_none: bool) -> CommandLine {
-    let mut args = if node.json || node.args.is_empty() { node.args.clone() } else { vec![node.args.join(" ")] };
+    let mut args = if node.json || node.args.is_empty() {
+        node.args.clone()
+    } else {
+        vec![node.args.join(" ")]
+    };
     if empty_as_none && args.is_empty() {
         args = Vec::new();
     }
-    CommandLine { args, prepend_shell: !node.json, files: inline_files(&node.heredocs) }
+    CommandLine {
+        args,
+        prepend_shell: !node.json,
+        files: inline_files(&node.heredocs),
+    }
 }
 
 fn sources_and_dest(node: &Node, name: &'static str) -> Result<SourcesAndDest, ErrorKind> {
-    let (dest, srcs) = node.args.split_last().ok_or(ErrorKind::NoDestination(name))?;
-    let heredoc_word = |w: &str| if node.json { None } else { parse_heredoc(w).ok().flatten() };
+    let (dest, srcs) = node
+        .args
+        .split_last()
+        .ok_or(ErrorKind::NoDestination(name))?;
+    let heredoc_word = |w: &str| {
+        if node.json {
+            None
+        } else {
+            parse_heredoc(w).ok().flatten()
+        }
+    };
     if heredoc_word(dest).is_some() {
-        return Err(ErrorKind::BadHeredoc { instruction: name, what: "a destination" });
+        return Err(ErrorKind::BadHeredoc {
+            instruction: name,
+            what: "a destination",
+        });
     }
     let mut source_paths = Vec::new();
     let mut source_contents = Vec::new();
@@ -639,7 +749,11 @@ fn sources_and_dest(node: &Node, name: &'static str) -> Result<SourcesAndDest, E
             None => source_paths.push(src.clone()),
         }
     }
-    Ok(SourcesAndDest { dest: dest.clone(), source_paths, source_contents })
+    Ok(SourcesAndDest {
+        dest: dest.clone(),
+        source_paths,
+        source_contents,
+    })
 }
 
 fn healthcheck(node: &Node) -> Result<Healthcheck, ErrorKind> {
@@ -674,17 +788,26 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, ErrorKind> {
     if typ != "CMD" {
         return Err(ErrorKind::HealthcheckType(typ));
     }
-    let cmd: Vec<String> = if node.json || rest.is_empty() { rest.to_vec() } else { vec![rest.join(" ")] };
+    let cmd: Vec<String> = if node.json || rest.is_empty() {
+        rest.to_vec()
+    } else {
+        vec![rest.join(" ")]
+    };
     if cmd.is_empty() {
         return Err(ErrorKind::HealthcheckMissingCommand);
     }
     let test_type = if node.json { "CMD" } else { "CMD-SHELL" };
     let duration = |flag: &'static str| -> Result<Option<Duration>, ErrorKind> {
-        let Some(v) = f.string(flag) else { return Ok(None) };
+        let Some(v) = f.string(flag) else {
+            return Ok(None);
+        };
         if v.is_empty() {
             return Ok(None);
         }
-        let d = parse_go_duration(&v).ok_or(ErrorKind::BadDuration { flag, value: v.clone() })?;
+        let d = parse_go_duration(&v).ok_or(ErrorKind::BadDuration {
+            flag,
+            value: v.clone(),
+        })?;
         if !d.is_zero() && d < Duration::from_millis(1) {
             return Err(ErrorKind::IntervalTooSmall { flag });
         }
@@ -693,7 +816,9 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, ErrorKind> {
     let retries = match f.string("retries").filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => {
-            let n: i64 = v.parse().map_err(|_| ErrorKind::BadRetries { value: v.clone() })?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| ErrorKind::BadRetries { value: v.clone() })?;
             if n < 0 {
                 return Err(ErrorKind::NegativeRetries(n));
             }
@@ -722,13 +847,17 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let number: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let nanos_per = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -751,7 +880,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
 /// (`u=rwx,g+x,o-w`, `a+X`). Variables are checked after expansion.
 fn check_chmod(value: Option<&str>) -> Result<(), ErrorKind> {
     match value {
-        Some(v) if !v.contains('$') && crate::chmod::Chmod::parse(v).is_none() => Err(ErrorKind::BadChmod(v.to_string())),
+        Some(v) if !v.contains('$') && crate::chmod::Chmod::parse(v).is_none() => {
+            Err(ErrorKind::BadChmod(v.to_string()))
+        }
         _ => Ok(()),
     }
 }
@@ -775,13 +906,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -886,7 +1019,9 @@ fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
             '"' if at_start => {
                 loop {
                     match chars.next() {
-                        None => return Err(MountError::Syntax(format!("unterminated quote in {s:?}"))),
+                        None => {
+                            return Err(MountError::Syntax(format!("unterminated quote in {s:?}")));
+                        }
                         Some('"') if chars.peek() == Some(&'"') => {
                             chars.next();
                             field.push('"');
@@ -897,7 +1032,11 @@ fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
                 }
                 match chars.peek() {
                     None | Some(',') => {}
-                    Some(_) => return Err(MountError::Syntax(format!("extraneous \" in field of {s:?}"))),
+                    Some(_) => {
+                        return Err(MountError::Syntax(format!(
+                            "extraneous \" in field of {s:?}"
+                        )));
+                    }
                 }
                 at_start = false;
             }
@@ -919,7 +1058,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, MountError> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(MountError::InvalidValue { key: key.to_string(), value: value.to_string() }),
+        _ => Err(MountError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        }),
     }
 }
 
@@ -954,9 +1096,21 @@ pub fn parse_mount(
             match key.as_str() {
                 "readonly" | "ro" => m.read_only = true,
                 "readwrite" | "rw" => m.read_only = false,
-                "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => m.required = true,
-                "required" => return Err(MountError::KeyNotForType { key, kind: m.kind.as_str() }),
-                _ => return Err(MountError::UnexpectedKey { key, field: field.clone() }),
+                "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => {
+                    m.required = true
+                }
+                "required" => {
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
+                }
+                _ => {
+                    return Err(MountError::UnexpectedKey {
+                        key,
+                        field: field.clone(),
+                    });
+                }
             }
             if key != "required" {
                 ro_auto = false;
@@ -965,7 +1119,10 @@ pub fn parse_mount(
         };
         let value = expand(value).map_err(MountError::Expansion)?;
         let int = |radix: u32| {
-            u32::from_str_radix(&value, radix).map_err(|_| MountError::InvalidValue { key: key.clone(), value: value.clone() })
+            u32::from_str_radix(&value, radix).map_err(|_| MountError::InvalidValue {
+                key: key.clone(),
+                value: value.clone(),
+            })
         };
         match key.as_str() {
             "type" => {
@@ -993,7 +1150,10 @@ pub fn parse_mount(
             }
             "required" => {
                 if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(MountError::KeyNotForType { key, kind: m.kind.as_str() });
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.required = parse_bool(&key, &value)?;
             }
@@ -1012,26 +1172,41 @@ pub fn parse_mount(
             "id" => m.id = Some(value),
             "size" => {
                 if m.kind != MountType::Tmpfs {
-                    return Err(MountError::KeyNotForType { key, kind: m.kind.as_str() });
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
                 }
-                m.size = Some(
-                    parse_ram_size(&value).ok_or(MountError::InvalidValue { key: key.clone(), value: value.clone() })?,
-                );
+                m.size = Some(parse_ram_size(&value).ok_or(MountError::InvalidValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })?);
             }
             "mode" => m.mode = Some(int(8)?),
             "uid" => m.uid = Some(int(10)?),
             "gid" => m.gid = Some(int(10)?),
             "env" => {
                 if m.kind != MountType::Secret {
-                    return Err(MountError::KeyNotForType { key, kind: m.kind.as_str() });
+                    return Err(MountError::KeyNotForType {
+                        key,
+                        kind: m.kind.as_str(),
+                    });
                 }
                 m.env = Some(value);
             }
-            _ => return Err(MountError::UnexpectedKey { key, field: field.clone() }),
+            _ => {
+                return Err(MountError::UnexpectedKey {
+                    key,
+                    field: field.clone(),
+                });
+            }
         }
     }
     let kind = m.kind.as_str();
-    let file_info_allowed = matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
+    let file_info_allowed = matches!(
+        m.kind,
+        MountType::Secret | MountType::Ssh | MountType::Cache
+    );
     if !file_info_allowed {
         if m.mode.is_some() {
             return Err(MountError::NotAllowed("mode", kind));
@@ -1063,7 +1238,9 @@ pub fn parse_mount(
                 .or_else(|| m.id.clone())
                 .filter(|i| !i.is_empty())
                 .or_else(|| (!m.target.is_empty()).then(|| base_name(&m.target)));
-            let Some(id) = id else { return Err(MountError::SecretNeedsId) };
+            let Some(id) = id else {
+                return Err(MountError::SecretNeedsId);
+            };
             if m.target.is_empty() && m.env.is_none() {
                 m.target = format!("/run/secrets/{}", base_name(&id));
             }
@@ -1092,13 +1269,19 @@ pub fn parse_mount(
 }
 
 fn base_name(path: &str) -> String {
-    path.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string()
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Docker's `units.RAMInBytes`: `64m`, `1g`, `512k`, `1024`, binary units.
 pub fn parse_ram_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let num: f64 = num.parse().ok()?;
     let mult: u64 = match unit.trim().to_lowercase().as_str() {
@@ -1131,59 +1314,111 @@ mod tests {
     fn argument_counts() {
         assert_eq!(err("WORKDIR"), "WORKDIR requires exactly one argument");
         assert_eq!(err("ENV"), "ENV requires at least one argument");
-        assert_eq!(err("COPY a"), "COPY requires at least two arguments, but only one was provided. Destination could not be determined");
-        assert_eq!(err("FROM a b"), "FROM requires either one or three arguments");
-        assert_eq!(err("SHELL /bin/sh -c"), "SHELL requires the arguments to be in JSON form");
+        assert_eq!(
+            err("COPY a"),
+            "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+        );
+        assert_eq!(
+            err("FROM a b"),
+            "FROM requires either one or three arguments"
+        );
+        assert_eq!(
+            err("SHELL /bin/sh -c"),
+            "SHELL requires the arguments to be in JSON form"
+        );
     }
 
     #[test]
     fn flags() {
         assert_eq!(err("MAINTAINER --boo joe"), "unknown flag: --boo");
-        assert_eq!(err("COPY --form=a b c"), "unknown flag: --form (did you mean --from?)");
-        assert_eq!(err("COPY --from=a --from=b c d"), "duplicate flag specified: from");
-        assert_eq!(err("COPY --link=maybe a b"), "expecting boolean value for flag link, not: maybe");
+        assert_eq!(
+            err("COPY --form=a b c"),
+            "unknown flag: --form (did you mean --from?)"
+        );
+        assert_eq!(
+            err("COPY --from=a --from=b c d"),
+            "duplicate flag specified: from"
+        );
+        assert_eq!(
+            err("COPY --link=maybe a b"),
+            "expecting boolean value for flag link, not: maybe"
+        );
         assert_eq!(err("COPY --from a b"), "missing a value on flag: from");
-        let Command::Copy(c) = first("COPY --link --exclude=*.md --exclude=x --chmod=0755 a b").unwrap().command else {
+        let Command::Copy(c) = first("COPY --link --exclude=*.md --exclude=x --chmod=0755 a b")
+            .unwrap()
+            .command
+        else {
             panic!()
         };
         assert!(c.link && c.excludes == ["*.md", "x"] && c.chmod.as_deref() == Some("0755"));
-        assert_eq!(err("COPY --chmod=999 a b").split(':').next(), Some("invalid --chmod value \"999\""));
+        assert_eq!(
+            err("COPY --chmod=999 a b").split(':').next(),
+            Some("invalid --chmod value \"999\"")
+        );
     }
 
     #[test]
     fn unknown_instruction_suggests() {
         assert_eq!(err("FOO bar"), "unknown instruction: FOO");
-        assert_eq!(err("RUNN x"), "unknown instruction: RUNN (did you mean RUN?)");
+        assert_eq!(
+            err("RUNN x"),
+            "unknown instruction: RUNN (did you mean RUN?)"
+        );
     }
 
     #[test]
     fn onbuild_rules() {
-        assert_eq!(err("ONBUILD FROM scratch"), "FROM isn't allowed as an ONBUILD trigger");
-        assert_eq!(err("ONBUILD ONBUILD RUN x"), "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
-        let Command::Onbuild(e) = first("onbuild  RUN echo hi").unwrap().command else { panic!() };
+        assert_eq!(
+            err("ONBUILD FROM scratch"),
+            "FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            err("ONBUILD ONBUILD RUN x"),
+            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        );
+        let Command::Onbuild(e) = first("onbuild  RUN echo hi").unwrap().command else {
+            panic!()
+        };
         assert_eq!(e, "RUN echo hi");
     }
 
     #[test]
     fn stage_names() {
-        let Command::From(f) = first("FROM busybox AS Build-1").unwrap().command else { panic!() };
+        let Command::From(f) = first("FROM busybox AS Build-1").unwrap().command else {
+            panic!()
+        };
         assert_eq!(f.name.as_deref(), Some("build-1"));
         assert!(err("FROM a AS 1x").starts_with("invalid name for build stage: \"1x\""));
     }
 
     #[test]
     fn healthcheck() {
-        let Command::Healthcheck(h) = first("HEALTHCHECK --interval=5s --retries=3 CMD curl -f x").unwrap().command else {
+        let Command::Healthcheck(h) = first("HEALTHCHECK --interval=5s --retries=3 CMD curl -f x")
+            .unwrap()
+            .command
+        else {
             panic!()
         };
         assert_eq!(h.test, ["CMD-SHELL", "curl -f x"]);
         assert_eq!(h.interval, Some(Duration::from_secs(5)));
         assert_eq!(h.retries, Some(3));
-        assert_eq!(err("HEALTHCHECK --interval=50ns CMD x"), "Interval \"interval\" cannot be less than 1ms");
+        assert_eq!(
+            err("HEALTHCHECK --interval=50ns CMD x"),
+            "Interval \"interval\" cannot be less than 1ms"
+        );
         assert!(first("HEALTHCHECK --interval=0ms CMD x").is_ok());
-        assert_eq!(err("HEALTHCHECK NONE x"), "HEALTHCHECK NONE takes no arguments");
-        assert_eq!(err("HEALTHCHECK FOO x"), "Unknown type \"FOO\" in HEALTHCHECK (try CMD)");
-        assert_eq!(err("HEALTHCHECK --retries=-1 CMD x"), "--retries cannot be negative (-1)");
+        assert_eq!(
+            err("HEALTHCHECK NONE x"),
+            "HEALTHCHECK NONE takes no arguments"
+        );
+        assert_eq!(
+            err("HEALTHCHECK FOO x"),
+            "Unknown type \"FOO\" in HEALTHCHECK (try CMD)"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --retries=-1 CMD x"),
+            "--retries cannot be negative (-1)"
+        );
         assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("10"), None);
@@ -1191,28 +1426,55 @@ mod tests {
 
     #[test]
     fn copy_heredoc_sources() {
-        let Command::Copy(c) = first("COPY <<EOF foo.txt /bar\nthis is inline\nEOF").unwrap().command else { panic!() };
+        let Command::Copy(c) = first("COPY <<EOF foo.txt /bar\nthis is inline\nEOF")
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
         assert_eq!(c.paths.source_paths, ["foo.txt"]);
         assert_eq!(c.paths.source_contents[0].data, "this is inline\n");
-        assert_eq!(err("COPY /foo <<EOF\nEOF"), "COPY cannot accept a heredoc as a destination");
+        assert_eq!(
+            err("COPY /foo <<EOF\nEOF"),
+            "COPY cannot accept a heredoc as a destination"
+        );
     }
 
     #[test]
     fn mounts() {
         let mut id = |s: &str| Ok(s.to_string());
         let m = parse_mount("type=cache,target=/root/.cache,sharing=locked", &mut id).unwrap();
-        assert_eq!((m.kind, m.id.as_deref(), m.sharing, m.read_only), (MountType::Cache, Some("/root/.cache"), CacheSharing::Locked, false));
+        assert_eq!(
+            (m.kind, m.id.as_deref(), m.sharing, m.read_only),
+            (
+                MountType::Cache,
+                Some("/root/.cache"),
+                CacheSharing::Locked,
+                false
+            )
+        );
         let m = parse_mount("type=secret,id=tok", &mut id).unwrap();
         assert_eq!(m.target, "/run/secrets/tok");
         let m = parse_mount("type=secret,id=tok,env=TOKEN", &mut id).unwrap();
         assert_eq!((m.target.as_str(), m.env.as_deref()), ("", Some("TOKEN")));
         let m = parse_mount("target=/src,from=builder,rw", &mut id).unwrap();
-        assert_eq!((m.kind, m.read_only, m.from.as_deref()), (MountType::Bind, false, Some("builder")));
-        assert_eq!(parse_mount("type=tmpfs,target=/t,size=64m", &mut id).unwrap().size, Some(64 << 20));
+        assert_eq!(
+            (m.kind, m.read_only, m.from.as_deref()),
+            (MountType::Bind, false, Some("builder"))
+        );
+        assert_eq!(
+            parse_mount("type=tmpfs,target=/t,size=64m", &mut id)
+                .unwrap()
+                .size,
+            Some(64 << 20)
+        );
         assert!(parse_mount("type=foo,target=/x", &mut id).is_err());
         assert!(parse_mount("type=bind,target=/x,mode=0700", &mut id).is_err());
         assert!(parse_mount("type=bind,sharing=locked,target=/x", &mut id).is_err());
         assert!(parse_mount("type=cache", &mut id).is_err());
-        assert_eq!(err("RUN --mount=type=nope,target=/x true"), "unsupported mount type \"nope\"");
+        assert_eq!(
+            err("RUN --mount=type=nope,target=/x true"),
+            "unsupported mount type \"nope\""
+        );
     }
 }

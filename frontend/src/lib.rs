@@ -15,9 +15,11 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod chmod;
+pub mod diagnostic;
 pub mod directives;
 pub mod dockerignore;
 pub mod instructions;
 pub mod parser;
 pub mod quote;
 pub mod shell;
+pub mod stages;

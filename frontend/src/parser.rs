@@ -30,7 +30,11 @@ pub struct Span {
 
 impl Span {
     pub fn lines(start_line: usize, end_line: usize) -> Self {
-        Span { start_line, end_line, start_col: 0 }
+        Span {
+            start_line,
+            end_line,
+            start_col: 0,
+        }
     }
 }
 
@@ -54,13 +58,19 @@ impl Heredoc {
     /// The body as the instruction sees it: leading tabs removed from every
     /// line when `chomp` is set.
     pub fn chomped_content(&self) -> String {
-        if self.chomp { chomp_heredoc_content(&self.content) } else { self.content.clone() }
+        if self.chomp {
+            chomp_heredoc_content(&self.content)
+        } else {
+            self.content.clone()
+        }
     }
 }
 
 /// Strips leading tabs from every line, as `<<-` asks.
 pub fn chomp_heredoc_content(src: &str) -> String {
-    src.split_inclusive('\n').map(|line| line.trim_start_matches('\t')).collect()
+    src.split_inclusive('\n')
+        .map(|line| line.trim_start_matches('\t'))
+        .collect()
 }
 
 /// One instruction as the parser sees it.
@@ -154,7 +164,10 @@ pub struct Dockerfile {
 impl Dockerfile {
     /// The value of a directive, if present.
     pub fn directive(&self, name: &str) -> Option<&str> {
-        self.directives.iter().find(|d| d.name == name).map(|d| d.value.as_str())
+        self.directives
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.value.as_str())
     }
 
     /// BuildKit's dump of the whole AST: one parenthesised line per
@@ -203,7 +216,10 @@ pub struct ParseError {
 
 impl ParseError {
     fn at(kind: ParseErrorKind, start_line: usize, end_line: usize) -> Self {
-        ParseError { kind, span: Span::lines(start_line, end_line) }
+        ParseError {
+            kind,
+            span: Span::lines(start_line, end_line),
+        }
     }
 }
 
@@ -217,7 +233,12 @@ struct Directives {
 
 impl Directives {
     fn new() -> Self {
-        Directives { escape: '\\', scanning_done: false, lines_seen: 0, found: Vec::new() }
+        Directives {
+            escape: '\\',
+            scanning_done: false,
+            lines_seen: 0,
+            found: Vec::new(),
+        }
     }
 
     /// Feeds one physical line (already trimmed) to the directive scanner.
@@ -248,7 +269,11 @@ impl Directives {
                 other => return Err(ParseErrorKind::InvalidEscapeToken(other.to_string())),
             };
         }
-        self.found.push(Directive { name, value: value.to_string(), line: self.lines_seen });
+        self.found.push(Directive {
+            name,
+            value: value.to_string(),
+            line: self.lines_seen,
+        });
         Ok(())
     }
 
@@ -272,7 +297,9 @@ fn match_directive(line: &str) -> Option<(&str, &str)> {
 }
 
 fn is_comment(line: &str) -> bool {
-    line.trim_end_matches(['\r', '\n']).trim_start().starts_with('#')
+    line.trim_end_matches(['\r', '\n'])
+        .trim_start()
+        .starts_with('#')
 }
 
 /// Go's `reWhitespace`: `[\t\v\f\r ]+`.
@@ -281,7 +308,10 @@ fn is_split_space(c: char) -> bool {
 }
 
 fn split_ws(s: &str) -> Vec<String> {
-    s.split(is_split_space).filter(|w| !w.is_empty()).map(str::to_string).collect()
+    s.split(is_split_space)
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Splits at the first run of `[\t\v\f\r ]`.
@@ -312,7 +342,11 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
 
     while let Some(raw) = lines.next() {
         let raw = raw?;
-        let raw = if current_line == 0 { raw.strip_prefix('\u{feff}').unwrap_or(raw) } else { raw };
+        let raw = if current_line == 0 {
+            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+        } else {
+            raw
+        };
         if is_comment(raw) {
             let comment = raw.trim_start().trim_start_matches('#').trim().to_string();
             if comment.is_empty() {
@@ -322,7 +356,8 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             }
         }
         let line = raw.trim_end_matches(['\r', '\n']).trim_start();
-        d.possible_directive(line).map_err(|k| ParseError::at(k, current_line + 1, current_line + 1))?;
+        d.possible_directive(line)
+            .map_err(|k| ParseError::at(k, current_line + 1, current_line + 1))?;
         let line = if is_comment(line) { "" } else { line };
         current_line += 1;
         let start_line = current_line;
@@ -338,7 +373,8 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             let Some(next) = lines.next() else { break };
             let next = next?;
             let trimmed = next.trim_end_matches(['\r', '\n']);
-            d.possible_directive(trimmed).map_err(|k| ParseError::at(k, current_line + 1, current_line + 1))?;
+            d.possible_directive(trimmed)
+                .map_err(|k| ParseError::at(k, current_line + 1, current_line + 1))?;
             current_line += 1;
             if is_comment(next) {
                 continue;
@@ -365,7 +401,8 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             .map_err(|k| ParseError::at(k, start_line, current_line))?;
 
         if node.can_contain_heredoc() && buf.contains("<<") {
-            let heredocs = heredocs_from_line(&buf).map_err(|k| ParseError::at(k, start_line, current_line))?;
+            let heredocs = heredocs_from_line(&buf)
+                .map_err(|k| ParseError::at(k, start_line, current_line))?;
             for mut heredoc in heredocs {
                 let mut terminated = false;
                 for body_line in lines.by_ref() {
@@ -383,21 +420,43 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
                     heredoc.content.push('\n');
                 }
                 if !terminated {
-                    return Err(ParseError::at(ParseErrorKind::UnterminatedHeredoc, start_line, current_line));
+                    return Err(ParseError::at(
+                        ParseErrorKind::UnterminatedHeredoc,
+                        start_line,
+                        current_line,
+                    ));
                 }
                 node.heredocs.push(heredoc);
             }
         }
 
-        node.span = Span { start_line, end_line: current_line, start_col };
+        node.span = Span {
+            start_line,
+            end_line: current_line,
+            start_col,
+        };
         nodes.push(node);
     }
 
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
-        return Err(ParseError::at(ParseErrorKind::NoInstructions, current_line, current_line));
+        return Err(ParseError::at(
+            ParseErrorKind::NoInstructions,
+            current_line,
+            current_line,
+        ));
     };
-    let span = Span { start_line: first.span.start_line, end_line: last.span.end_line, start_col: 0 };
-    Ok(Dockerfile { nodes, directives: d.found, escape: d.escape, warnings, span })
+    let span = Span {
+        start_line: first.span.start_line,
+        end_line: last.span.end_line,
+        start_col: 0,
+    };
+    Ok(Dockerfile {
+        nodes,
+        directives: d.found,
+        escape: d.escape,
+        warnings,
+        span,
+    })
 }
 
 /// Splits text into physical lines as Go's `bufio.ScanLines` does (one
@@ -718,7 +777,9 @@ pub fn parse_heredoc(src: &str) -> Result<Option<Heredoc>, ParseErrorKind> {
     // ^(\d*)<<(-?)\s*([^<]*)$
     let digits = src.len() - src.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let (fd, rest) = src.split_at(digits);
-    let Some(rest) = rest.strip_prefix("<<") else { return Ok(None) };
+    let Some(rest) = rest.strip_prefix("<<") else {
+        return Ok(None);
+    };
     let (chomp, rest) = match rest.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, rest),
@@ -727,8 +788,15 @@ pub fn parse_heredoc(src: &str) -> Result<Option<Heredoc>, ParseErrorKind> {
     if rest.is_empty() || rest.contains('<') {
         return Ok(None);
     }
-    let file_descriptor = if fd.is_empty() { 0 } else { fd.parse().unwrap_or(u32::MAX) };
-    let invalid = |reason: &str| ParseErrorKind::InvalidHeredoc { word: src.to_string(), reason: reason.to_string() };
+    let file_descriptor = if fd.is_empty() {
+        0
+    } else {
+        fd.parse().unwrap_or(u32::MAX)
+    };
+    let invalid = |reason: &str| ParseErrorKind::InvalidHeredoc {
+        word: src.to_string(),
+        reason: reason.to_string(),
+    };
     let words = parse_words(rest, '\\');
     if words.len() != 1 {
         return Ok(None);
@@ -758,7 +826,11 @@ fn unquote(word: &str, keep_quotes: bool) -> Result<String, &'static str> {
                 }
                 loop {
                     match chars.next() {
-                        None => return Err("unexpected end of statement while looking for matching single-quote"),
+                        None => {
+                            return Err(
+                                "unexpected end of statement while looking for matching single-quote",
+                            );
+                        }
                         Some('\'') => break,
                         Some(c) => out.push(c),
                     }
@@ -773,7 +845,11 @@ fn unquote(word: &str, keep_quotes: bool) -> Result<String, &'static str> {
                 }
                 loop {
                     match chars.next() {
-                        None => return Err("unexpected end of statement while looking for matching double-quote"),
+                        None => {
+                            return Err(
+                                "unexpected end of statement while looking for matching double-quote",
+                            );
+                        }
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(n @ ('"' | '\\' | '$' | '`')) => out.push(n),
@@ -781,7 +857,11 @@ fn unquote(word: &str, keep_quotes: bool) -> Result<String, &'static str> {
                                 out.push('\\');
                                 out.push(n);
                             }
-                            None => return Err("unexpected end of statement while looking for matching double-quote"),
+                            None => {
+                                return Err(
+                                    "unexpected end of statement while looking for matching double-quote",
+                                );
+                            }
                         },
                         Some(c) => out.push(c),
                     }
@@ -821,7 +901,10 @@ mod tests {
 
     #[test]
     fn basic_instructions() {
-        assert_eq!(dump("FROM busybox AS b\nRUN echo hi\n"), "(from \"busybox\" \"AS\" \"b\")\n(run \"echo hi\")\n");
+        assert_eq!(
+            dump("FROM busybox AS b\nRUN echo hi\n"),
+            "(from \"busybox\" \"AS\" \"b\")\n(run \"echo hi\")\n"
+        );
         assert_eq!(dump("CMD [\"a\", \"b\"]"), "(cmd \"a\" \"b\")\n");
         assert_eq!(dump("CMD []"), "(cmd)\n");
         assert_eq!(dump("foo bar"), "(foo \"\")\n");
@@ -829,27 +912,52 @@ mod tests {
 
     #[test]
     fn flags_and_double_dash() {
-        assert_eq!(dump("COPY --doit=true -- foo /tmp/"), "(copy [\"--doit=true\"] \"foo\" \"/tmp/\")\n");
-        assert_eq!(dump("COPY --a=\"x y\" --b= foo /"), "(copy [\"--a=x y\" \"--b=\"] \"foo\" \"/\")\n");
-        assert_eq!(dump("CMD --doit [ \"a\", \"b\" ]"), "(cmd [\"--doit\"] \"a\" \"b\")\n");
+        assert_eq!(
+            dump("COPY --doit=true -- foo /tmp/"),
+            "(copy [\"--doit=true\"] \"foo\" \"/tmp/\")\n"
+        );
+        assert_eq!(
+            dump("COPY --a=\"x y\" --b= foo /"),
+            "(copy [\"--a=x y\" \"--b=\"] \"foo\" \"/\")\n"
+        );
+        assert_eq!(
+            dump("CMD --doit [ \"a\", \"b\" ]"),
+            "(cmd [\"--doit\"] \"a\" \"b\")\n"
+        );
     }
 
     #[test]
     fn env_forms() {
-        assert_eq!(dump("ENV a=1 b=\"x y\""), "(env \"a\" \"1\" \"=\" \"b\" \"\\\"x y\\\"\" \"=\")\n");
-        assert_eq!(dump("ENV PATH /usr/bin  x"), "(env \"PATH\" \"/usr/bin  x\" \"\")\n");
+        assert_eq!(
+            dump("ENV a=1 b=\"x y\""),
+            "(env \"a\" \"1\" \"=\" \"b\" \"\\\"x y\\\"\" \"=\")\n"
+        );
+        assert_eq!(
+            dump("ENV PATH /usr/bin  x"),
+            "(env \"PATH\" \"/usr/bin  x\" \"\")\n"
+        );
         let err = parse("ENV PATH").unwrap_err();
         assert_eq!(err.to_string(), "ENV must have two arguments");
         assert_eq!(err.span.start_line, 1);
         let err = parse("LABEL a=b c").unwrap_err();
-        assert_eq!(err.to_string(), "Syntax error - can't find = in \"c\". Must be of the form: name=value");
+        assert_eq!(
+            err.to_string(),
+            "Syntax error - can't find = in \"c\". Must be of the form: name=value"
+        );
     }
 
     #[test]
     fn continuation_and_comments() {
         let df = parse("RUN a \\\n# comment\n\n  b\nRUN c\\\n").unwrap();
         assert_eq!(df.nodes[0].args, vec!["a   b"]);
-        assert_eq!(df.nodes[0].span, Span { start_line: 1, end_line: 4, start_col: 1 });
+        assert_eq!(
+            df.nodes[0].span,
+            Span {
+                start_line: 1,
+                end_line: 4,
+                start_col: 1
+            }
+        );
         assert_eq!(df.nodes[1].args, vec!["c"]);
         assert_eq!(df.warnings.len(), 1);
     }
@@ -876,7 +984,10 @@ mod tests {
 
     #[test]
     fn heredocs() {
-        let df = parse("FROM a\nRUN <<EOF <<-'END'\necho $x\nEOF\n\tliteral\n\tEND\nCOPY <<f1 /d\nx\nf1\n").unwrap();
+        let df = parse(
+            "FROM a\nRUN <<EOF <<-'END'\necho $x\nEOF\n\tliteral\n\tEND\nCOPY <<f1 /d\nx\nf1\n",
+        )
+        .unwrap();
         let run = &df.nodes[1];
         assert_eq!(run.heredocs.len(), 2);
         assert_eq!(run.heredocs[0].content, "echo $x\n");
@@ -884,17 +995,36 @@ mod tests {
         assert_eq!(run.heredocs[1].name, "END");
         assert!(!run.heredocs[1].expand && run.heredocs[1].chomp);
         assert_eq!(run.heredocs[1].chomped_content(), "literal\n");
-        assert_eq!(run.span, Span { start_line: 2, end_line: 6, start_col: 1 });
+        assert_eq!(
+            run.span,
+            Span {
+                start_line: 2,
+                end_line: 6,
+                start_col: 1
+            }
+        );
         assert_eq!(df.nodes[2].heredocs[0].content, "x\n");
         let err = parse("FROM a\nRUN <<EOF\nno end").unwrap_err();
         assert_eq!(err.kind, ParseErrorKind::UnterminatedHeredoc);
         // JSON form never has heredocs.
-        assert!(parse("RUN [\"<<EOF\"]").unwrap().nodes[0].heredocs.is_empty());
+        assert!(
+            parse("RUN [\"<<EOF\"]").unwrap().nodes[0]
+                .heredocs
+                .is_empty()
+        );
     }
 
     #[test]
     fn heredoc_words() {
-        for w in ["<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<EO\"F\"", "<< EOF", "<<- EOF"] {
+        for w in [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<EO\"F\"",
+            "<< EOF",
+            "<<- EOF",
+        ] {
             assert_eq!(parse_heredoc(w).unwrap().unwrap().name, "EOF", "{w}");
         }
         for w in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
@@ -907,7 +1037,10 @@ mod tests {
 
     #[test]
     fn onbuild_nests() {
-        assert_eq!(dump("ONBUILD RUN [\"echo\", \"test\"]"), "(onbuild (run \"echo\" \"test\"))\n");
+        assert_eq!(
+            dump("ONBUILD RUN [\"echo\", \"test\"]"),
+            "(onbuild (run \"echo\" \"test\"))\n"
+        );
         let df = parse("ONBUILD COPY <<EOF /x\nhi\nEOF\n").unwrap();
         assert_eq!(df.nodes[0].heredocs.len(), 1);
     }
@@ -915,8 +1048,14 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(parse("").unwrap_err().kind, ParseErrorKind::NoInstructions);
-        assert_eq!(parse("# just\n\n# comments\n").unwrap_err().kind, ParseErrorKind::NoInstructions);
-        assert_eq!(parse("RUN [\"a\", 1]").unwrap_err().kind, ParseErrorKind::NotStringArray);
+        assert_eq!(
+            parse("# just\n\n# comments\n").unwrap_err().kind,
+            ParseErrorKind::NoInstructions
+        );
+        assert_eq!(
+            parse("RUN [\"a\", 1]").unwrap_err().kind,
+            ParseErrorKind::NotStringArray
+        );
         let long = format!("FROM a\nLABEL x={}\n", "a".repeat(70000));
         assert_eq!(parse(&long).unwrap_err().kind, ParseErrorKind::LineTooLong);
         // Invalid JSON falls back to the shell form.
@@ -925,7 +1064,10 @@ mod tests {
 
     #[test]
     fn words() {
-        assert_eq!(parse_words("foo bar 'abc xyz'", '\\'), vec!["foo", "bar", "'abc xyz'"]);
+        assert_eq!(
+            parse_words("foo bar 'abc xyz'", '\\'),
+            vec!["foo", "bar", "'abc xyz'"]
+        );
         assert_eq!(parse_words("foo\\ bar", '\\'), vec!["foo\\ bar"]);
         assert_eq!(parse_words("a\\", '\\'), vec!["a"]);
         assert_eq!(parse_words("x=\"\"", '\\'), vec!["x=\"\""]);

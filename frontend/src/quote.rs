@@ -16,7 +16,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{0b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if is_go_printable(c) => out.push(c),
             c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push_str(&format!("\\U{:08x}", c as u32)),
@@ -58,6 +60,9 @@ mod tests {
         assert_eq!(go_quote("\0\x01\x7f"), r#""\x00\x01\x7f""#);
         assert_eq!(go_quote("\t\n\r\x0b\x0c\x07\x08"), r#""\t\n\r\v\f\a\b""#);
         assert_eq!(go_quote("♥ ☃ 'x'"), "\"♥ ☃ 'x'\"");
-        assert_eq!(go_quote("\u{a0}\u{feff}\u{10ffff}"), r#""\u00a0\ufeff\U0010ffff""#);
+        assert_eq!(
+            go_quote("\u{a0}\u{feff}\u{10ffff}"),
+            r#""\u00a0\ufeff\U0010ffff""#
+        );
     }
 }

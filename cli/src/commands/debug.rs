@@ -1,0 +1,177 @@
+//! `kiln debug …`: views of kiln's internals for users and tests.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use kiln_frontend::parser::{self, Dockerfile};
+use kiln_frontend::stages::{self, Base, BuildOptions, PlatformArgs};
+
+use crate::render::DockerfileError;
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's syntax tree in BuildKit's dump format
+    Parse(FileArg),
+    /// Print the stages of a Dockerfile, what each builds on, and which are built for a target
+    Stages(StagesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FileArg {
+    /// Name of the Dockerfile ("-" reads standard input)
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "string",
+        default_value = "Dockerfile"
+    )]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StagesArgs {
+    #[command(flatten)]
+    file: FileArg,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "list")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long, value_name = "string")]
+    target: Option<String>,
+}
+
+pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
+    match cmd {
+        DebugCommand::Parse(a) => {
+            let (_, df) = load(&a.file)?;
+            print!("{}", df.dump());
+            Ok(())
+        }
+        DebugCommand::Stages(a) => stages_cmd(a),
+    }
+}
+
+/// Reads and parses a Dockerfile, turning parse errors into code frames.
+pub fn load(path: &PathBuf) -> anyhow::Result<(String, Dockerfile)> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the Dockerfile from standard input")?;
+        buf
+    } else {
+        std::fs::read(path)
+            .with_context(|| format!("failed to read Dockerfile {}", path.display()))?
+    };
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    let df = parser::parse(&source).map_err(|e| DockerfileError {
+        name: name.clone(),
+        source: source.clone(),
+        span: e.span,
+        message: e.to_string(),
+    })?;
+    Ok((source, df))
+}
+
+fn host_platform() -> PlatformArgs {
+    let (arch, variant) = match std::env::consts::ARCH {
+        "x86_64" => ("amd64", ""),
+        "aarch64" => ("arm64", "v8"),
+        "arm" => ("arm", "v7"),
+        "x86" => ("386", ""),
+        "powerpc64" => ("ppc64le", ""),
+        other => (other, ""),
+    };
+    PlatformArgs {
+        os: "linux".into(),
+        arch: arch.into(),
+        variant: variant.into(),
+    }
+}
+
+fn stages_cmd(a: StagesArgs) -> anyhow::Result<()> {
+    let (source, df) = load(&a.file.file)?;
+    let mut opts = BuildOptions::for_platform(host_platform());
+    opts.target = a.target;
+    opts.build_args = parse_build_args(&a.build_args);
+    let name = a
+        .file
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plan = stages::plan(&df, &opts).map_err(|e| DockerfileError {
+        name,
+        source,
+        span: e.span,
+        message: e.to_string(),
+    })?;
+    for s in &plan.stages {
+        let base = match &s.base {
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(i) => format!("stage {}", plan.stages[*i].display_name()),
+            Base::Image(r) => format!("image {r}"),
+        };
+        let built = if plan.reachable.contains(&s.index) {
+            "build"
+        } else {
+            "skip"
+        };
+        let target = if s.index == plan.target {
+            " (target)"
+        } else {
+            ""
+        };
+        let deps: Vec<String> = s
+            .deps
+            .iter()
+            .map(|d| plan.stages[*d].display_name())
+            .collect();
+        println!(
+            "{} {}: from {base}; {} instructions; uses [{}]; {built}{target}",
+            s.index,
+            s.name.as_deref().unwrap_or("-"),
+            s.instructions.len(),
+            deps.join(", ")
+        );
+    }
+    for lint in &plan.lints {
+        eprintln!(
+            "warning: {} (line {}): {}",
+            lint.rule, lint.span.start_line, lint.message
+        );
+    }
+    if !plan.unused_build_args.is_empty() {
+        eprintln!(
+            "[Warning] One or more build-args [{}] were not consumed",
+            plan.unused_build_args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// `--build-arg K=V`, or `K` alone to take the value from the environment
+/// (skipped when unset, as Docker does).
+pub fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,46 @@
+//! Turns errors into what the user reads on stderr, and exit codes.
+//!
+//! Exit codes: 0 success; 1 a command failed (build error, bad input,
+//! missing image); 2 usage error (bad flags or arguments).
+
+use std::process::ExitCode;
+
+use kiln_frontend::diagnostic::code_frame;
+
+/// An error that points into a Dockerfile.
+#[derive(Debug)]
+pub struct DockerfileError {
+    pub name: String,
+    pub source: String,
+    pub span: kiln_frontend::parser::Span,
+    pub message: String,
+}
+
+impl std::fmt::Display for DockerfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dockerfile parse error on line {}: {}",
+            self.span.start_line, self.message
+        )
+    }
+}
+
+impl std::error::Error for DockerfileError {}
+
+/// Prints an error chain (`error: …`, then `Caused by:` lines), with a code
+/// frame when the error points into a Dockerfile.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(df) = err.downcast_ref::<DockerfileError>() {
+        eprint!("{}", code_frame(&df.name, &df.source, df.span));
+    }
+    eprintln!("error: {err}");
+    let mut causes = err.chain().skip(1).peekable();
+    if causes.peek().is_some() {
+        eprintln!("\nCaused by:");
+        for cause in causes {
+            eprintln!("    {cause}");
+        }
+    }
+    ExitCode::from(1)
+}

@@ -1,0 +1,1040 @@
+//! Stages and variables: groups instructions into stages, resolves global
+//! ARGs, expands FROM lines, finds the target and the stages reachable from
+//! it, and expands each instruction's words with Docker's ARG/ENV scoping
+//! ([`StageScope`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::instructions::{
+    ArgDecl, Command, ErrorKind, Instruction, InstructionError, KeyValue, Mount, parse_all,
+    parse_mount,
+};
+use crate::parser::{Dockerfile, Span};
+use crate::shell::{Lexer, ShellError};
+
+/// Proxy arguments: usable in RUN without an ARG, never kept in history.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A platform, split as the predefined `TARGET*`/`BUILD*` args need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformArgs {
+    pub os: String,
+    pub arch: String,
+    pub variant: String,
+}
+
+impl PlatformArgs {
+    /// `os/arch[/variant]`.
+    pub fn platform(&self) -> String {
+        if self.variant.is_empty() {
+            format!("{}/{}", self.os, self.arch)
+        } else {
+            format!("{}/{}/{}", self.os, self.arch, self.variant)
+        }
+    }
+}
+
+/// What a build asks for, as far as the frontend is concerned.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `--build-arg K=V` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: a stage name or index; the last stage when absent.
+    pub target: Option<String>,
+    pub target_platform: PlatformArgs,
+    pub build_platform: PlatformArgs,
+}
+
+impl BuildOptions {
+    /// Options for a build on and for `platform`.
+    pub fn for_platform(platform: PlatformArgs) -> Self {
+        BuildOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: platform.clone(),
+            build_platform: platform,
+        }
+    }
+
+    /// The predefined platform args (`TARGETPLATFORM`, `BUILDOS`, ...).
+    pub fn predefined_args(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for (prefix, p) in [
+            ("TARGET", &self.target_platform),
+            ("BUILD", &self.build_platform),
+        ] {
+            v.push((format!("{prefix}PLATFORM"), p.platform()));
+            v.push((format!("{prefix}OS"), p.os.clone()));
+            v.push((format!("{prefix}ARCH"), p.arch.clone()));
+            v.push((format!("{prefix}VARIANT"), p.variant.clone()));
+        }
+        v
+    }
+}
+
+/// An error of stage resolution, with the lines it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct StageError {
+    pub kind: StageErrorKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageErrorKind {
+    #[error(transparent)]
+    Instruction(ErrorKind),
+    #[error("{0}")]
+    Expansion(String),
+    #[error("dockerfile contains no stages to build")]
+    NoStages,
+    #[error("duplicate stage name {0:?}")]
+    DuplicateStage(String),
+    #[error("target stage {0:?} could not be found")]
+    TargetNotFound(String),
+    #[error("base name ({0}) should not be blank")]
+    BlankBase(String),
+    #[error(
+        "stage {name:?} is defined after it is used in stage {used_in}: stages can only use stages defined before them"
+    )]
+    LaterStage { name: String, used_in: usize },
+    #[error("circular dependency detected on stage: {0}")]
+    Cycle(String),
+    #[error("invalid from flag value {value}: {reason}")]
+    BadFromIndex { value: String, reason: &'static str },
+}
+
+impl From<InstructionError> for StageError {
+    fn from(e: InstructionError) -> Self {
+        StageError {
+            kind: StageErrorKind::Instruction(e.kind),
+            span: e.span,
+        }
+    }
+}
+
+fn expansion_error(e: ShellError, span: Span) -> StageError {
+    let msg = match std::error::Error::source(&e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
+    StageError {
+        kind: StageErrorKind::Expansion(msg),
+        span,
+    }
+}
+
+/// A warning found while resolving (BuildKit's build checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    /// The rule name (`UndefinedVar`, `StageNameCasing`, ...).
+    pub rule: &'static str,
+    pub message: String,
+    pub span: Span,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    Scratch,
+    /// An earlier stage, by index.
+    Stage(usize),
+    /// An image reference (as written after expansion, not normalised).
+    Image(String),
+}
+
+/// A stage of the Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub index: usize,
+    /// Lowercased name (`AS name`).
+    pub name: Option<String>,
+    /// The FROM instruction.
+    pub from: Instruction,
+    /// The FROM image word after expansion with the global ARGs.
+    pub base_name: String,
+    pub base: Base,
+    /// `--platform` after expansion.
+    pub platform: Option<String>,
+    /// The instructions after FROM.
+    pub instructions: Vec<Instruction>,
+    /// Earlier stages this one uses (FROM, COPY --from, RUN --mount from).
+    pub deps: BTreeSet<usize>,
+    /// Images (not stages) named by COPY --from or RUN --mount from.
+    pub image_deps: BTreeSet<String>,
+}
+
+impl Stage {
+    /// `name` or the index, as BuildKit shows stages in progress output.
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.index.to_string())
+    }
+}
+
+/// A Dockerfile resolved into stages.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Global ARGs (before the first FROM), values resolved.
+    pub meta_args: Vec<(String, Option<String>)>,
+    pub stages: Vec<Stage>,
+    /// Index of the target stage.
+    pub target: usize,
+    /// Stages the target needs, itself included, in dependency order.
+    pub reachable: Vec<usize>,
+    pub lints: Vec<Lint>,
+    /// `--build-arg` names no reachable ARG declared.
+    pub unused_build_args: Vec<String>,
+    pub escape: char,
+}
+
+impl Plan {
+    /// The stage a `--from`/`from=` value names: an earlier stage by name or
+    /// index, or `None` for an image.
+    pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
+        find_stage(&self.stages, name).map(|i| &self.stages[i])
+    }
+}
+
+fn find_stage(stages: &[Stage], name: &str) -> Option<usize> {
+    let lower = name.to_lowercase();
+    stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+}
+
+/// Builds the stage plan of a parsed Dockerfile.
+pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
+    let instructions = parse_all(df)?;
+    let lexer = Lexer::new(df.escape);
+    let mut lints = Vec::new();
+
+    // Global ARGs, then stages.
+    let mut meta: Vec<(String, Option<String>)> = Vec::new();
+    let mut meta_decls: Vec<ArgDecl> = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for ins in instructions {
+        match (&ins.command, stages.last_mut()) {
+            (Command::From(_), _) => {
+                let index = stages.len();
+                stages.push(new_stage(index, ins, &meta, opts, &lexer, &mut lints)?);
+            }
+            (Command::Arg(decls), None) => {
+                for decl in decls {
+                    let env = meta_env(&meta, opts);
+                    let key = lexer
+                        .process_word(&decl.key, &env)
+                        .map_err(|e| expansion_error(e, ins.span))?;
+                    let value = match opts.build_args.get(&key) {
+                        Some(v) => Some(v.clone()),
+                        None => match &decl.default {
+                            Some(d) => Some(
+                                lexer
+                                    .process_word(d, &env)
+                                    .map_err(|e| expansion_error(e, ins.span))?,
+                            ),
+                            None => None,
+                        },
+                    };
+                    meta.retain(|(k, _)| *k != key);
+                    meta.push((key, value));
+                    meta_decls.push(decl.clone());
+                }
+            }
+            (_, None) => {
+                return Err(StageError {
+                    kind: StageErrorKind::Instruction(ErrorKind::NoStage),
+                    span: ins.span,
+                });
+            }
+            (_, Some(stage)) => stage.instructions.push(ins),
+        }
+    }
+
+    // Names: unique, case-insensitive.
+    let mut seen = BTreeSet::new();
+    for s in &stages {
+        if let Some(name) = &s.name
+            && !seen.insert(name.clone())
+        {
+            return Err(StageError {
+                kind: StageErrorKind::DuplicateStage(name.clone()),
+                span: s.from.span,
+            });
+        }
+    }
+
+    // FROM <stage> and the other stage references.
+    for i in 0..stages.len() {
+        resolve_refs(&mut stages, i, &meta, opts, &lexer)?;
+    }
+
+    let Some(last) = stages.len().checked_sub(1) else {
+        return Err(StageError {
+            kind: StageErrorKind::NoStages,
+            span: df.span,
+        });
+    };
+    let target = match &opts.target {
+        None => last,
+        Some(t) => find_stage(&stages, t)
+            .or_else(|| t.parse::<usize>().ok().filter(|&i| i < stages.len()))
+            .ok_or_else(|| StageError {
+                kind: StageErrorKind::TargetNotFound(t.clone()),
+                span: Span::default(),
+            })?,
+    };
+    let reachable = reachable_from(&stages, target);
+
+    // Build args are used when a reachable stage or the global scope declares them.
+    let mut declared: BTreeSet<String> = meta.iter().map(|(k, _)| k.clone()).collect();
+    for &i in &reachable {
+        for ins in &stages[i].instructions {
+            if let Command::Arg(decls) = &ins.command {
+                declared.extend(decls.iter().map(|d| d.key.clone()));
+            }
+        }
+    }
+    let unused_build_args = opts
+        .build_args
+        .keys()
+        .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+
+    Ok(Plan {
+        meta_args: meta,
+        stages,
+        target,
+        reachable,
+        lints,
+        unused_build_args,
+        escape: df.escape,
+    })
+}
+
+/// The environment FROM lines are expanded in: global ARGs (with
+/// `--build-arg` overrides) and the predefined platform args.
+fn meta_env(meta: &[(String, Option<String>)], opts: &BuildOptions) -> Vec<(String, String)> {
+    let mut env = opts.predefined_args();
+    env.extend(
+        meta.iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))),
+    );
+    env
+}
+
+fn new_stage(
+    index: usize,
+    from: Instruction,
+    meta: &[(String, Option<String>)],
+    opts: &BuildOptions,
+    lexer: &Lexer,
+    lints: &mut Vec<Lint>,
+) -> Result<Stage, StageError> {
+    let Command::From(f) = &from.command else {
+        unreachable!("called for FROM only")
+    };
+    let env = meta_env(meta, opts);
+    let expand = |w: &str| -> Result<String, StageError> {
+        let r = lexer
+            .process_word_with_matches(w, &env)
+            .map_err(|e| expansion_error(e, from.span))?;
+        Ok(r.result)
+    };
+    let unmatched = |w: &str| {
+        lexer
+            .process_word_with_matches(w, &env)
+            .map(|r| r.unmatched)
+            .unwrap_or_default()
+    };
+    for name in unmatched(&f.image)
+        .into_iter()
+        .chain(f.platform.as_deref().map(unmatched).unwrap_or_default())
+    {
+        lints.push(Lint {
+            rule: "UndefinedArgInFrom",
+            message: format!("FROM argument '{name}' is not declared"),
+            span: from.span,
+        });
+    }
+    let base_name = expand(&f.image)?;
+    if base_name.is_empty() {
+        return Err(StageError {
+            kind: StageErrorKind::BlankBase(f.image.clone()),
+            span: from.span,
+        });
+    }
+    let platform = f.platform.as_deref().map(expand).transpose()?;
+    if let Some(written) = &f.name_as_written
+        && written != &written.to_lowercase()
+    {
+        lints.push(Lint {
+            rule: "StageNameCasing",
+            message: format!("Stage name '{written}' should be lowercase"),
+            span: from.span,
+        });
+    }
+    if let Some(kw) = &f.as_keyword {
+        let from_upper = from.keyword == from.keyword.to_uppercase();
+        let as_upper = kw == &kw.to_uppercase();
+        if from_upper != as_upper {
+            lints.push(Lint {
+                rule: "FromAsCasing",
+                message: format!(
+                    "'{kw}' and '{}' keywords' casing do not match",
+                    from.keyword
+                ),
+                span: from.span,
+            });
+        }
+    }
+    let base = if base_name.eq_ignore_ascii_case("scratch") {
+        Base::Scratch
+    } else {
+        Base::Image(base_name.clone())
+    };
+    Ok(Stage {
+        index,
+        name: f.name.clone(),
+        from: from.clone(),
+        base_name,
+        base,
+        platform,
+        instructions: Vec::new(),
+        deps: BTreeSet::new(),
+        image_deps: BTreeSet::new(),
+    })
+}
+
+/// Links stage `i` to the stages it uses, rejecting forward references and
+/// self references.
+fn resolve_refs(
+    stages: &mut [Stage],
+    i: usize,
+    meta: &[(String, Option<String>)],
+    opts: &BuildOptions,
+    lexer: &Lexer,
+) -> Result<(), StageError> {
+    let lookup = |stages: &[Stage], name: &str, span: Span| -> Result<Option<usize>, StageError> {
+        match find_stage(stages, name) {
+            Some(j) if j < i => Ok(Some(j)),
+            Some(j) if j == i => Err(StageError {
+                kind: StageErrorKind::Cycle(name.to_lowercase()),
+                span,
+            }),
+            Some(_) => Err(StageError {
+                kind: StageErrorKind::LaterStage {
+                    name: name.to_lowercase(),
+                    used_in: i,
+                },
+                span,
+            }),
+            None => Ok(None),
+        }
+    };
+    let from_span = stages[i].from.span;
+    if let Base::Image(name) = &stages[i].base
+        && let Some(j) = lookup(stages, name, from_span)?
+    {
+        stages[i].base = Base::Stage(j);
+        stages[i].deps.insert(j);
+    }
+
+    // COPY --from and RUN --mount from= (values with variables are resolved
+    // against the global args here; a stage-local ARG is not allowed to
+    // name a stage, as in BuildKit).
+    let env = meta_env(meta, opts);
+    let mut refs: Vec<(String, Span, bool)> = Vec::new();
+    for ins in &stages[i].instructions {
+        match &ins.command {
+            Command::Copy(c) => {
+                if let Some(from) = &c.from {
+                    let v = lexer
+                        .process_word(from, &env)
+                        .map_err(|e| expansion_error(e, ins.span))?;
+                    refs.push((v, ins.span, true));
+                }
+            }
+            Command::Run(r) => {
+                for spec in &r.mounts {
+                    let mut expand =
+                        |s: &str| lexer.process_word(s, &env).map_err(|e| e.to_string());
+                    let m = parse_mount(spec, &mut expand).map_err(|e| StageError {
+                        kind: StageErrorKind::Instruction(e.into()),
+                        span: ins.span,
+                    })?;
+                    if let Some(from) = m.from {
+                        refs.push((from, ins.span, false));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, span, is_copy) in refs {
+        if let Some(j) = lookup(stages, &name, span)? {
+            stages[i].deps.insert(j);
+            continue;
+        }
+        if is_copy && let Ok(n) = name.parse::<usize>() {
+            if n >= i {
+                let reason = if n == i {
+                    "refers to current build stage"
+                } else {
+                    "refers to a later build stage"
+                };
+                return Err(StageError {
+                    kind: StageErrorKind::BadFromIndex {
+                        value: name,
+                        reason,
+                    },
+                    span,
+                });
+            }
+            stages[i].deps.insert(n);
+            continue;
+        }
+        stages[i].image_deps.insert(name);
+    }
+    Ok(())
+}
+
+/// The stages `target` depends on, itself last, each after its deps.
+fn reachable_from(stages: &[Stage], target: usize) -> Vec<usize> {
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    fn visit(stages: &[Stage], i: usize, seen: &mut BTreeSet<usize>, order: &mut Vec<usize>) {
+        if !seen.insert(i) {
+            return;
+        }
+        for &d in &stages[i].deps {
+            visit(stages, d, seen, order);
+        }
+        order.push(i);
+    }
+    visit(stages, target, &mut seen, &mut order);
+    order
+}
+
+// ---------------------------------------------------------------------------
+// Expansion inside a stage
+
+/// The variables of one stage while its instructions are dispatched, with
+/// Docker's scoping: the base image's ENV, then ARGs declared in the stage
+/// (with `--build-arg` overrides, or the global value when redeclared
+/// without a default), then ENV instructions; ENV always shadows ARG.
+#[derive(Debug, Clone)]
+pub struct StageScope<'a> {
+    lexer: Lexer,
+    opts: &'a BuildOptions,
+    meta: &'a [(String, Option<String>)],
+    /// The image config's environment (base image env plus ENV).
+    env: Vec<(String, String)>,
+    /// ARGs declared in this stage and their values.
+    args: Vec<(String, Option<String>)>,
+    /// Variables referenced but unset, for the UndefinedVar check.
+    pub undefined: BTreeSet<String>,
+}
+
+/// An instruction with its words expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expanded {
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
+    /// ARG: names and resolved values.
+    Arg(Vec<(String, Option<String>)>),
+    Expose(Vec<String>),
+    User(String),
+    Workdir(String),
+    StopSignal(String),
+    Volume(Vec<String>),
+    Copy {
+        sources: Vec<String>,
+        /// Heredoc sources: (name, content after expansion when asked).
+        inline: Vec<(String, String)>,
+        dest: String,
+        from: Option<String>,
+        chown: Option<String>,
+        chmod: Option<String>,
+        excludes: Vec<String>,
+        checksum: Option<String>,
+    },
+    Run {
+        mounts: Vec<Mount>,
+        network: Option<String>,
+    },
+    /// CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER, ONBUILD: no
+    /// expansion.
+    Verbatim,
+}
+
+impl<'a> StageScope<'a> {
+    /// A scope for a stage whose base image has `base_env`.
+    pub fn new(plan: &'a Plan, opts: &'a BuildOptions, base_env: Vec<(String, String)>) -> Self {
+        StageScope {
+            lexer: Lexer::new(plan.escape),
+            opts,
+            meta: &plan.meta_args,
+            env: base_env,
+            args: Vec::new(),
+            undefined: BTreeSet::new(),
+        }
+    }
+
+    /// The image config's environment so far.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The variables words are expanded against: declared ARGs with values,
+    /// then ENV on top.
+    pub fn expansion_env(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect();
+        v.extend(self.env.iter().cloned());
+        v
+    }
+
+    /// The environment of a RUN: the image env plus ARG values that no ENV
+    /// shadows, plus proxy args given with `--build-arg`.
+    pub fn run_env(&self) -> Vec<(String, String)> {
+        let mut v = self.env.clone();
+        for (k, val) in &self.args {
+            if let Some(val) = val
+                && !self.env.iter().any(|(e, _)| e == k)
+            {
+                v.push((k.clone(), val.clone()));
+            }
+        }
+        for p in PROXY_ARGS {
+            if let Some(val) = self.opts.build_args.get(*p)
+                && !v.iter().any(|(k, _)| k == p)
+            {
+                v.push((p.to_string(), val.clone()));
+            }
+        }
+        v
+    }
+
+    /// ARG values visible to RUN, for the history/cache key (`|N a=b`),
+    /// excluding proxy args.
+    pub fn build_arg_env(&self) -> Vec<(String, String)> {
+        self.args
+            .iter()
+            .filter(|(k, _)| {
+                !PROXY_ARGS.contains(&k.as_str()) && !self.env.iter().any(|(e, _)| e == k)
+            })
+            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
+    /// Expands one word (no field splitting).
+    pub fn expand(&mut self, word: &str) -> Result<String, ShellError> {
+        let env = self.expansion_env();
+        let r = self.lexer.process_word_with_matches(word, &env)?;
+        self.undefined.extend(r.unmatched);
+        Ok(r.result)
+    }
+
+    fn expand_at(&mut self, word: &str, span: Span) -> Result<String, StageError> {
+        self.expand(word).map_err(|e| expansion_error(e, span))
+    }
+
+    fn expand_opt(
+        &mut self,
+        word: &Option<String>,
+        span: Span,
+    ) -> Result<Option<String>, StageError> {
+        word.as_deref().map(|w| self.expand_at(w, span)).transpose()
+    }
+
+    fn expand_kvs(
+        &mut self,
+        kvs: &[KeyValue],
+        span: Span,
+    ) -> Result<Vec<(String, String)>, StageError> {
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            let key = self.expand_at(&kv.key, span)?;
+            // The legacy `ENV k v w` form has the rest of the line as one
+            // value; it expands like any other.
+            let value = self.expand_at(&kv.value, span)?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Expands an instruction's words and applies its effect on the scope
+    /// (ENV and ARG change what later instructions see).
+    pub fn dispatch(&mut self, ins: &Instruction) -> Result<Expanded, StageError> {
+        let span = ins.span;
+        Ok(match &ins.command {
+            Command::Env(kvs) => {
+                // All values are expanded against the env before this
+                // instruction: `ENV a=1 b=$a` sees the old `a`.
+                let pairs = self.expand_kvs(kvs, span)?;
+                for (k, v) in &pairs {
+                    if k.is_empty() {
+                        return Err(StageError {
+                            kind: StageErrorKind::Instruction(ErrorKind::BlankName("ENV")),
+                            span,
+                        });
+                    }
+                    self.env.retain(|(e, _)| e != k);
+                    self.env.push((k.clone(), v.clone()));
+                }
+                Expanded::Env(pairs)
+            }
+            Command::Label(kvs) => Expanded::Label(self.expand_kvs(kvs, span)?),
+            Command::Arg(decls) => {
+                let mut out = Vec::new();
+                for d in decls {
+                    let key = self.expand_at(&d.key, span)?;
+                    let value = if let Some(v) = self.opts.build_args.get(&key) {
+                        Some(v.clone())
+                    } else if let Some(default) = &d.default {
+                        Some(self.expand_at(default, span)?)
+                    } else if let Some((_, v)) = self.meta.iter().find(|(k, _)| *k == key) {
+                        v.clone()
+                    } else {
+                        self.opts
+                            .predefined_args()
+                            .into_iter()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, v)| v)
+                    };
+                    self.args.retain(|(k, _)| *k != key);
+                    self.args.push((key.clone(), value.clone()));
+                    out.push((key, value));
+                }
+                Expanded::Arg(out)
+            }
+            Command::Expose(ports) => {
+                let mut out = Vec::new();
+                for p in ports {
+                    let env = self.expansion_env();
+                    let words = self
+                        .lexer
+                        .process_words(p, &env)
+                        .map_err(|e| expansion_error(e, span))?;
+                    out.extend(words);
+                }
+                Expanded::Expose(out)
+            }
+            Command::User(u) => Expanded::User(self.expand_at(u, span)?),
+            Command::Workdir(w) => Expanded::Workdir(self.expand_at(w, span)?),
+            Command::StopSignal(s) => Expanded::StopSignal(self.expand_at(s, span)?),
+            Command::Volume(vs) => {
+                let mut out = Vec::new();
+                for v in vs {
+                    let v = self.expand_at(v, span)?;
+                    if v.trim().is_empty() {
+                        return Err(StageError {
+                            kind: StageErrorKind::Instruction(ErrorKind::EmptyVolume),
+                            span,
+                        });
+                    }
+                    out.push(v);
+                }
+                Expanded::Volume(out)
+            }
+            Command::Copy(c) => {
+                let excludes = c
+                    .excludes
+                    .iter()
+                    .map(|e| self.expand_at(e, span))
+                    .collect::<Result<_, _>>()?;
+                self.expand_copy(
+                    &c.paths,
+                    span,
+                    c.from.clone(),
+                    &c.chown,
+                    &c.chmod,
+                    excludes,
+                    None,
+                )?
+            }
+            Command::Add(a) => {
+                let excludes = a
+                    .excludes
+                    .iter()
+                    .map(|e| self.expand_at(e, span))
+                    .collect::<Result<_, _>>()?;
+                let checksum = self.expand_opt(&a.checksum, span)?;
+                self.expand_copy(&a.paths, span, None, &a.chown, &a.chmod, excludes, checksum)?
+            }
+            Command::Run(r) => {
+                let mut mounts = Vec::new();
+                for spec in &r.mounts {
+                    let env = self.expansion_env();
+                    let lexer = self.lexer;
+                    let mut expand =
+                        |s: &str| lexer.process_word(s, &env).map_err(|e| e.to_string());
+                    let m = parse_mount(spec, &mut expand).map_err(|e| StageError {
+                        kind: StageErrorKind::Instruction(e.into()),
+                        span,
+                    })?;
+                    mounts.push(m);
+                }
+                let network = self.expand_opt(&r.network, span)?;
+                Expanded::Run { mounts, network }
+            }
+            Command::From(_)
+            | Command::Cmd(_)
+            | Command::Entrypoint(_)
+            | Command::Shell(_)
+            | Command::Healthcheck(_)
+            | Command::Maintainer(_)
+            | Command::Onbuild(_) => Expanded::Verbatim,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn expand_copy(
+        &mut self,
+        paths: &crate::instructions::SourcesAndDest,
+        span: Span,
+        from: Option<String>,
+        chown: &Option<String>,
+        chmod: &Option<String>,
+        excludes: Vec<String>,
+        checksum: Option<String>,
+    ) -> Result<Expanded, StageError> {
+        let sources = paths
+            .source_paths
+            .iter()
+            .map(|s| self.expand_at(s, span))
+            .collect::<Result<_, _>>()?;
+        let dest = self.expand_at(&paths.dest, span)?;
+        let mut inline = Vec::new();
+        for f in &paths.source_contents {
+            let content = f.content();
+            let content = if f.expand {
+                // Heredoc bodies: quotes are literal, variables expand.
+                let mut lexer = self.lexer;
+                lexer.skip_process_quotes = true;
+                let env = self.expansion_env();
+                lexer
+                    .process_word(&content, &env)
+                    .map_err(|e| expansion_error(e, span))?
+            } else {
+                content
+            };
+            inline.push((f.name.clone(), content));
+        }
+        let from = self.expand_opt(&from, span)?;
+        let chown = self.expand_opt(chown, span)?;
+        let chmod = self.expand_opt(chmod, span)?;
+        if let Some(m) = &chmod
+            && crate::chmod::Chmod::parse(m).is_none()
+        {
+            return Err(StageError {
+                kind: StageErrorKind::Instruction(ErrorKind::BadChmod(m.clone())),
+                span,
+            });
+        }
+        Ok(Expanded::Copy {
+            sources,
+            inline,
+            dest,
+            from,
+            chown,
+            chmod,
+            excludes,
+            checksum,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse;
+
+    fn opts() -> BuildOptions {
+        BuildOptions::for_platform(PlatformArgs {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: String::new(),
+        })
+    }
+
+    fn plan_of(src: &str, o: &BuildOptions) -> Result<Plan, StageError> {
+        plan(&parse(src).unwrap(), o)
+    }
+
+    #[test]
+    fn meta_args_expand_from() {
+        let mut o = opts();
+        o.build_args.insert("TAG".into(), "1.2".into());
+        let p = plan_of("ARG TAG=latest\nARG IMG=busybox\nFROM ${IMG}:${TAG} AS b\nFROM --platform=$BUILDPLATFORM b\n", &o).unwrap();
+        assert_eq!(p.stages[0].base_name, "busybox:1.2");
+        assert_eq!(p.stages[1].base, Base::Stage(0));
+        assert_eq!(p.stages[1].platform.as_deref(), Some("linux/amd64"));
+        assert_eq!(p.reachable, vec![0, 1]);
+    }
+
+    #[test]
+    fn target_and_reachability() {
+        let src = "FROM scratch AS a\nFROM scratch AS b\nCOPY --from=a / /\nFROM scratch AS c\nCOPY --from=0 / /\n";
+        let mut o = opts();
+        assert_eq!(plan_of(src, &o).unwrap().reachable, vec![0, 2]);
+        o.target = Some("B".into());
+        let p = plan_of(src, &o).unwrap();
+        assert_eq!((p.target, p.reachable.clone()), (1, vec![0, 1]));
+        o.target = Some("nope".into());
+        assert_eq!(
+            plan_of(src, &o).unwrap_err().kind,
+            StageErrorKind::TargetNotFound("nope".into())
+        );
+    }
+
+    #[test]
+    fn stage_errors() {
+        let o = opts();
+        assert!(matches!(
+            plan_of("FROM a AS x\nFROM b AS X\n", &o).unwrap_err().kind,
+            StageErrorKind::DuplicateStage(_)
+        ));
+        assert!(matches!(
+            plan_of("FROM a AS x\nCOPY --from=y / /\nFROM b AS y\n", &o)
+                .unwrap_err()
+                .kind,
+            StageErrorKind::LaterStage { .. }
+        ));
+        assert!(matches!(
+            plan_of("FROM a AS x\nCOPY --from=x / /\n", &o)
+                .unwrap_err()
+                .kind,
+            StageErrorKind::Cycle(_)
+        ));
+        assert!(matches!(
+            plan_of("FROM a\nCOPY --from=0 / /\n", &o).unwrap_err().kind,
+            StageErrorKind::BadFromIndex { .. }
+        ));
+        assert_eq!(
+            plan_of("RUN x\n", &o).unwrap_err().to_string(),
+            "no build stage in current context"
+        );
+        assert!(matches!(
+            plan_of("ARG X\nFROM ${X}\n", &o).unwrap_err().kind,
+            StageErrorKind::BlankBase(_)
+        ));
+    }
+
+    #[test]
+    fn copy_from_image_is_an_image_dep() {
+        let p = plan_of(
+            "FROM a\nCOPY --from=busybox:1 /bin /bin\nRUN --mount=from=alpine,target=/x true\n",
+            &opts(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.stages[0].image_deps,
+            BTreeSet::from(["busybox:1".to_string(), "alpine".to_string()])
+        );
+    }
+
+    #[test]
+    fn unused_build_args_and_lints() {
+        let mut o = opts();
+        o.build_args.insert("USED".into(), "1".into());
+        o.build_args.insert("UNUSED".into(), "1".into());
+        o.build_args.insert("HTTP_PROXY".into(), "p".into());
+        let p = plan_of("FROM scratch AS Build\nARG USED\n", &o).unwrap();
+        assert_eq!(p.unused_build_args, vec!["UNUSED".to_string()]);
+        assert_eq!(p.lints[0].rule, "StageNameCasing");
+        let p = plan_of("FROM scratch as b\n", &o).unwrap();
+        assert_eq!(p.lints[0].rule, "FromAsCasing");
+    }
+
+    #[test]
+    fn scope_follows_docker_rules() {
+        let mut o = opts();
+        o.build_args.insert("V".into(), "cli".into());
+        let p = plan_of("ARG G=global\nFROM scratch\nARG G\nARG V=default\nARG W=$V\nENV a=1 b=$a\nENV a=2 c=$a\nENV V=env\nWORKDIR /$V/$G/$W\nENV k v w\n", &o).unwrap();
+        let mut scope = StageScope::new(&p, &o, vec![("PATH".into(), "/bin".into())]);
+        let mut results = Vec::new();
+        for ins in &p.stages[0].instructions {
+            results.push(scope.dispatch(ins).unwrap());
+        }
+        assert_eq!(
+            results[0],
+            Expanded::Arg(vec![("G".into(), Some("global".into()))])
+        );
+        assert_eq!(
+            results[1],
+            Expanded::Arg(vec![("V".into(), Some("cli".into()))])
+        );
+        assert_eq!(
+            results[2],
+            Expanded::Arg(vec![("W".into(), Some("cli".into()))])
+        );
+        assert_eq!(
+            results[3],
+            Expanded::Env(vec![("a".into(), "1".into()), ("b".into(), "".into())])
+        );
+        assert_eq!(
+            results[4],
+            Expanded::Env(vec![("a".into(), "2".into()), ("c".into(), "1".into())])
+        );
+        // ENV shadows ARG.
+        assert_eq!(results[6], Expanded::Workdir("/env/global/cli".into()));
+        assert_eq!(results[7], Expanded::Env(vec![("k".into(), "v w".into())]));
+        assert!(scope.undefined.contains("a"));
+        let run_env = scope.run_env();
+        assert!(
+            run_env.contains(&("V".into(), "env".into()))
+                && run_env.contains(&("G".into(), "global".into()))
+        );
+        assert!(!scope.env().iter().any(|(k, _)| k == "G"));
+    }
+
+    #[test]
+    fn global_arg_needs_redeclaration() {
+        let o = opts();
+        let p = plan_of("ARG G=x\nFROM scratch\nWORKDIR /$G\n", &o).unwrap();
+        let mut scope = StageScope::new(&p, &o, vec![]);
+        assert_eq!(
+            scope.dispatch(&p.stages[0].instructions[0]).unwrap(),
+            Expanded::Workdir("/".into())
+        );
+    }
+
+    #[test]
+    fn copy_heredoc_expansion() {
+        let o = opts();
+        let p = plan_of(
+            "FROM scratch\nENV X=1\nCOPY <<EOF <<'RAW' /d/\n\"$X\"\nEOF\n$X\nRAW\n",
+            &o,
+        )
+        .unwrap();
+        let mut scope = StageScope::new(&p, &o, vec![]);
+        scope.dispatch(&p.stages[0].instructions[0]).unwrap();
+        let Expanded::Copy { inline, .. } = scope.dispatch(&p.stages[0].instructions[1]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            inline,
+            vec![
+                ("EOF".into(), "\"1\"\n".into()),
+                ("RAW".into(), "$X\n".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Debian packages, as
+# root), then runs every crate's tests and, when ../shared is present, the
+# conformance corpora. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the integration tests use. Installed only when missing.
+packages=()
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    echo "test.sh: missing packages ${missing[*]} (run as root to install them)" >&2
+  fi
+fi
+
+cargo test --workspace --locked "$@"
+scripts/conformance.sh
