@@ -11,26 +11,20 @@ use clap::{Parser, Subcommand};
 
 /// A Dockerfile build engine and image tool, without a daemon.
 #[derive(Parser, Debug)]
-#[command(
-    name = "kiln",
-    version,
-    about = "A Dockerfile build engine and image tool, without a daemon"
-)]
-#[command(disable_help_subcommand = true, propagate_version = true)]
+#[command(name = "kiln", version, about = "A Dockerfile build engine and image tool, without a daemon")]
+#[command(disable_help_subcommand = true, disable_version_flag = true)]
 struct Cli {
     /// Set the logging level ("trace", "debug", "info", "warn", "error")
-    #[arg(
-        short = 'l',
-        long = "log-level",
-        global = true,
-        value_name = "string",
-        default_value = "warn"
-    )]
+    #[arg(short = 'l', long = "log-level", value_name = "string", default_value = "warn")]
     log_level: String,
 
     /// Enable debug mode
-    #[arg(short = 'D', long = "debug", global = true)]
+    #[arg(short = 'D', long = "debug")]
     debug: bool,
+
+    /// Print version information and quit
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    version: Option<bool>,
 
     #[command(subcommand)]
     command: Command,
@@ -47,7 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cmd = help::dockerize(<Cli as clap::CommandFactory>::command());
-    let matches = cmd.get_matches();
+    let matches = help::get_matches(cmd);
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -69,9 +63,5 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kiln={level},{level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
 }

@@ -109,6 +109,8 @@ pub enum StageErrorKind {
         "stage {name:?} is defined after it is used in stage {used_in}: stages can only use stages defined before them"
     )]
     LaterStage { name: String, used_in: usize },
+    #[error("invalid reference format for {name:?}: {reason}")]
+    InvalidReference { name: String, reason: String },
     #[error("circular dependency detected on stage: {0}")]
     Cycle(String),
     #[error("invalid from flag value {value}: {reason}")]
@@ -444,11 +446,14 @@ fn resolve_refs(
         }
     };
     let from_span = stages[i].from.span;
-    if let Base::Image(name) = &stages[i].base
-        && let Some(j) = lookup(stages, name, from_span)?
-    {
-        stages[i].base = Base::Stage(j);
-        stages[i].deps.insert(j);
+    if let Base::Image(name) = &stages[i].base {
+        match lookup(stages, name, from_span)? {
+            Some(j) => {
+                stages[i].base = Base::Stage(j);
+                stages[i].deps.insert(j);
+            }
+            None => check_reference(name, from_span)?,
+        }
     }
 
     // COPY --from and RUN --mount from= (values with variables are resolved
@@ -505,9 +510,19 @@ fn resolve_refs(
             stages[i].deps.insert(n);
             continue;
         }
+        check_reference(&name, span)?;
         stages[i].image_deps.insert(name);
     }
     Ok(())
+}
+
+/// An image named by FROM or `--from` must be a valid reference (`ubuntu`,
+/// `host:5000/a/b:tag@sha256:…`), as Docker normalises it.
+fn check_reference(name: &str, span: Span) -> Result<(), StageError> {
+    kiln_oci::Reference::parse_docker_ref(name).map(|_| ()).map_err(|e| StageError {
+        kind: StageErrorKind::InvalidReference { name: name.to_string(), reason: e.to_string() },
+        span,
+    })
 }
 
 /// The stages `target` depends on, itself last, each after its deps.
@@ -933,6 +948,15 @@ mod tests {
         assert!(matches!(
             plan_of("ARG X\nFROM ${X}\n", &o).unwrap_err().kind,
             StageErrorKind::BlankBase(_)
+        ));
+        assert_eq!(plan_of("ARG X=1\n", &o).unwrap_err().kind, StageErrorKind::NoStages);
+        assert!(matches!(
+            plan_of("FROM Busy:Box\n", &o).unwrap_err().kind,
+            StageErrorKind::InvalidReference { .. }
+        ));
+        assert!(matches!(
+            plan_of("FROM a\nCOPY --from=a//b / /\n", &o).unwrap_err().kind,
+            StageErrorKind::InvalidReference { .. }
         ));
     }
 

@@ -67,10 +67,7 @@ pub fn load(path: &PathBuf) -> anyhow::Result<(String, Dockerfile)> {
             .with_context(|| format!("failed to read Dockerfile {}", path.display()))?
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".into());
+    let name = display_name(path);
     let df = parser::parse(&source).map_err(|e| DockerfileError {
         name: name.clone(),
         source: source.clone(),
@@ -78,6 +75,14 @@ pub fn load(path: &PathBuf) -> anyhow::Result<(String, Dockerfile)> {
         message: e.to_string(),
     })?;
     Ok((source, df))
+}
+
+/// The name a Dockerfile is shown by in errors (`Dockerfile` for stdin).
+fn display_name(path: &std::path::Path) -> String {
+    match path.file_name() {
+        Some(n) if path.as_os_str() != "-" => n.to_string_lossy().into_owned(),
+        _ => "Dockerfile".into(),
+    }
 }
 
 fn host_platform() -> PlatformArgs {
@@ -101,12 +106,7 @@ fn stages_cmd(a: StagesArgs) -> anyhow::Result<()> {
     let mut opts = BuildOptions::for_platform(host_platform());
     opts.target = a.target;
     opts.build_args = parse_build_args(&a.build_args);
-    let name = a
-        .file
-        .file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = display_name(&a.file.file);
     let plan = stages::plan(&df, &opts).map_err(|e| DockerfileError {
         name,
         source,
