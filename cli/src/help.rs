@@ -39,7 +39,9 @@ Run '{bin} COMMAND --help' for more information on a command.
 
 /// Applies Docker's help layout to the whole command tree.
 pub fn dockerize(cmd: Command) -> Command {
-    cmd.help_template(TOP_TEMPLATE).subcommand_value_name("COMMAND").mut_subcommands(|sub| apply(sub, "kiln"))
+    cmd.help_template(TOP_TEMPLATE)
+        .subcommand_value_name("COMMAND")
+        .mut_subcommands(|sub| apply(sub, "kiln"))
 }
 
 fn apply(sub: Command, parent: &str) -> Command {
@@ -81,7 +83,16 @@ fn dockerize_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for line in s.split_inclusive('\n') {
         let mut l = line.replace("<COMMAND>", "COMMAND");
-        for ty in ["string", "list", "int", "bytes", "duration", "stringArray", "filter", "uint"] {
+        for ty in [
+            "string",
+            "list",
+            "int",
+            "bytes",
+            "duration",
+            "stringArray",
+            "filter",
+            "uint",
+        ] {
             // Same width as before, so the description column stays aligned.
             l = l.replace(&format!(" <{ty}>"), &format!(" {ty}  "));
         }
@@ -89,7 +100,11 @@ fn dockerize_text(s: &str) -> String {
             && let Some(len) = l[start..].find(']')
         {
             let value = &l[start + 10..start + len];
-            l = format!("{}(default \"{value}\"){}", &l[..start], &l[start + len + 1..]);
+            l = format!(
+                "{}(default \"{value}\"){}",
+                &l[..start],
+                &l[start + len + 1..]
+            );
         }
         out.push_str(&l);
     }
@@ -101,7 +116,9 @@ mod tests {
     #[test]
     fn docker_notation() {
         assert_eq!(
-            super::dockerize_text("Usage:  kiln [OPTIONS] <COMMAND>\n  -f, --file <string>  Name [default: Dockerfile]\n"),
+            super::dockerize_text(
+                "Usage:  kiln [OPTIONS] <COMMAND>\n  -f, --file <string>  Name [default: Dockerfile]\n"
+            ),
             "Usage:  kiln [OPTIONS] COMMAND\n  -f, --file string    Name (default \"Dockerfile\")\n"
         );
     }

@@ -11,11 +11,20 @@ use clap::{Parser, Subcommand};
 
 /// A Dockerfile build engine and image tool, without a daemon.
 #[derive(Parser, Debug)]
-#[command(name = "kiln", version, about = "A Dockerfile build engine and image tool, without a daemon")]
+#[command(
+    name = "kiln",
+    version,
+    about = "A Dockerfile build engine and image tool, without a daemon"
+)]
 #[command(disable_help_subcommand = true, disable_version_flag = true)]
 struct Cli {
     /// Set the logging level ("trace", "debug", "info", "warn", "error")
-    #[arg(short = 'l', long = "log-level", value_name = "string", default_value = "warn")]
+    #[arg(
+        short = 'l',
+        long = "log-level",
+        value_name = "string",
+        default_value = "warn"
+    )]
     log_level: String,
 
     /// Enable debug mode
@@ -63,5 +72,9 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kiln={level},{level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
 }

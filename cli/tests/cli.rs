@@ -10,7 +10,11 @@ fn kiln() -> Command {
 
 fn stdout_of(args: &[&str]) -> String {
     let out = kiln().args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -18,14 +22,21 @@ fn stdout_of(args: &[&str]) -> String {
 fn help_reads_like_docker() {
     insta::assert_snapshot!("help_top", stdout_of(&["--help"]));
     insta::assert_snapshot!("help_debug", stdout_of(&["debug", "--help"]));
-    insta::assert_snapshot!("help_debug_stages", stdout_of(&["debug", "stages", "--help"]));
+    insta::assert_snapshot!(
+        "help_debug_stages",
+        stdout_of(&["debug", "stages", "--help"])
+    );
 }
 
 #[test]
 fn debug_parse_prints_buildkit_dump() {
     let dir = tempfile::tempdir().unwrap();
     let df = dir.path().join("Dockerfile");
-    std::fs::write(&df, "FROM busybox AS b\nRUN --mount=type=cache,target=/c echo hi\nCOPY [\"a\", \"b\"]\n").unwrap();
+    std::fs::write(
+        &df,
+        "FROM busybox AS b\nRUN --mount=type=cache,target=/c echo hi\nCOPY [\"a\", \"b\"]\n",
+    )
+    .unwrap();
     kiln()
         .args(["debug", "parse", "-f"])
         .arg(&df)
@@ -33,7 +44,12 @@ fn debug_parse_prints_buildkit_dump() {
         .success()
         .stdout("(from \"busybox\" \"AS\" \"b\")\n(run [\"--mount=type=cache,target=/c\"] \"echo hi\")\n(copy \"a\" \"b\")\n");
     // `-f -` reads standard input.
-    kiln().args(["debug", "parse", "-f", "-"]).write_stdin("cmd [\"x\"]").assert().success().stdout("(cmd \"x\")\n");
+    kiln()
+        .args(["debug", "parse", "-f", "-"])
+        .write_stdin("cmd [\"x\"]")
+        .assert()
+        .success()
+        .stdout("(cmd \"x\")\n");
 }
 
 #[test]
@@ -41,7 +57,11 @@ fn dockerfile_errors_show_a_code_frame() {
     let dir = tempfile::tempdir().unwrap();
     let df = dir.path().join("Dockerfile");
     std::fs::write(&df, "FROM busybox\nRUNN echo hi\n").unwrap();
-    let out = kiln().args(["debug", "stages", "-f"]).arg(&df).output().unwrap();
+    let out = kiln()
+        .args(["debug", "stages", "-f"])
+        .arg(&df)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     insta::assert_snapshot!("error_unknown_instruction", stderr);
@@ -54,7 +74,10 @@ fn parse_errors_exit_1_with_location() {
         .write_stdin("FROM a\nRUN [\"x\", 1]\n")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("Dockerfile:2").and(predicate::str::contains(">>> RUN [\"x\", 1]")));
+        .stderr(
+            predicate::str::contains("Dockerfile:2")
+                .and(predicate::str::contains(">>> RUN [\"x\", 1]")),
+        );
 }
 
 #[test]
@@ -69,7 +92,9 @@ fn missing_file_is_a_clear_error() {
         .args(["debug", "parse", "-f", "/nonexistent/Dockerfile"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("failed to read Dockerfile /nonexistent/Dockerfile"));
+        .stderr(predicate::str::contains(
+            "failed to read Dockerfile /nonexistent/Dockerfile",
+        ));
 }
 
 #[test]
@@ -77,8 +102,16 @@ fn stages_shows_target_and_unused_args() {
     let dir = tempfile::tempdir().unwrap();
     let df = dir.path().join("Dockerfile");
     std::fs::write(&df, "ARG BASE=busybox\nFROM $BASE AS build\nFROM scratch AS unused\nFROM build\nCOPY --from=build / /\n").unwrap();
-    let out = kiln().args(["debug", "stages", "--build-arg", "NOPE=1", "-f"]).arg(&df).output().unwrap();
+    let out = kiln()
+        .args(["debug", "stages", "--build-arg", "NOPE=1", "-f"])
+        .arg(&df)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     insta::assert_snapshot!("stages_plan", String::from_utf8(out.stdout).unwrap());
-    assert!(String::from_utf8(out.stderr).unwrap().contains("One or more build-args [NOPE] were not consumed"));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("One or more build-args [NOPE] were not consumed")
+    );
 }

@@ -526,10 +526,13 @@ fn parse_command(node: &Node) -> Result<Command, ErrorKind> {
                             Some((k, v)) => (k.to_string(), Some(v.to_string())),
                             None => (a.clone(), None),
                         };
+                        if key.is_empty() {
+                            return Err(ErrorKind::BlankName("ARG"));
+                        }
                         let doc = doc_comment(&node.comments, &key);
-                        ArgDecl { key, default, doc }
+                        Ok(ArgDecl { key, default, doc })
                     })
-                    .collect(),
+                    .collect::<Result<_, _>>()?,
             )
         }
         "maintainer" => Command::Maintainer(exactly_one("MAINTAINER")?),
@@ -762,7 +765,7 @@ fn healthcheck(node: &Node) -> Result<Healthcheck, ErrorKind> {
     };
     let typ = typ.to_uppercase();
     if typ == "NONE" {
-        Flags::parse(&node.flags, NO_FLAGS)?;
+        // BuildKit ignores flags on HEALTHCHECK NONE.
         if !rest.is_empty() {
             return Err(ErrorKind::HealthcheckNoneArgs);
         }
@@ -1158,9 +1161,8 @@ pub fn parse_mount(
                 m.required = parse_bool(&key, &value)?;
             }
             "sharing" => {
-                if m.kind != MountType::Cache {
-                    return Err(MountError::SharingNotCache(m.kind.as_str()));
-                }
+                // Checked against the type after all fields are read, so
+                // `sharing=locked,type=cache` works too.
                 m.sharing = match value.to_lowercase().as_str() {
                     "shared" => CacheSharing::Shared,
                     "private" => CacheSharing::Private,
@@ -1411,6 +1413,8 @@ mod tests {
             err("HEALTHCHECK NONE x"),
             "HEALTHCHECK NONE takes no arguments"
         );
+        assert!(first("HEALTHCHECK --interval=5s NONE").is_ok());
+        assert_eq!(err("ARG =x"), "ARG names can not be blank");
         assert_eq!(
             err("HEALTHCHECK FOO x"),
             "Unknown type \"FOO\" in HEALTHCHECK (try CMD)"
@@ -1471,6 +1475,12 @@ mod tests {
         assert!(parse_mount("type=foo,target=/x", &mut id).is_err());
         assert!(parse_mount("type=bind,target=/x,mode=0700", &mut id).is_err());
         assert!(parse_mount("type=bind,sharing=locked,target=/x", &mut id).is_err());
+        assert_eq!(
+            parse_mount("sharing=locked,type=cache,target=/x", &mut id)
+                .unwrap()
+                .sharing,
+            CacheSharing::Locked
+        );
         assert!(parse_mount("type=cache", &mut id).is_err());
         assert_eq!(
             err("RUN --mount=type=nope,target=/x true"),

@@ -459,9 +459,9 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     })
 }
 
-/// Splits text into physical lines as Go's `bufio.ScanLines` does (one
-/// trailing `\r` dropped, no empty line after a final newline), enforcing
-/// BuildKit's line-length limit.
+/// Splits text into physical lines at `\n` (no empty line after a final
+/// newline; a trailing `\r` is kept), enforcing BuildKit's line-length
+/// limit.
 fn physical_lines(src: &str) -> Vec<Result<&str, ParseError>> {
     let mut out = Vec::new();
     let mut rest = src;
@@ -476,7 +476,9 @@ fn physical_lines(src: &str) -> Vec<Result<&str, ParseError>> {
             out.push(Err(ParseError::at(ParseErrorKind::LineTooLong, n, n)));
             break;
         }
-        out.push(Ok(line.strip_suffix('\r').unwrap_or(line)));
+        // A `\r` stays: instruction lines trim it, heredoc bodies keep the
+        // file's line endings as BuildKit does.
+        out.push(Ok(line));
         rest = next;
     }
     out
@@ -973,6 +975,12 @@ mod tests {
         // A directive after an instruction is only a comment.
         let df = parse("FROM a\n# escape=`\nRUN b\\\n c").unwrap();
         assert_eq!(df.escape, '\\');
+    }
+
+    #[test]
+    fn crlf_heredoc_keeps_line_endings() {
+        let df = parse("FROM a\r\nCOPY <<EOF /f\r\nline\r\nEOF\r\n").unwrap();
+        assert_eq!(df.nodes[1].heredocs[0].content, "line\r\n");
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub enum StageErrorKind {
     LaterStage { name: String, used_in: usize },
     #[error("invalid reference format for {name:?}: {reason}")]
     InvalidReference { name: String, reason: String },
+    #[error(
+        "variable expansion is not supported for {0}, define a new stage with FROM using ARG from global scope as a workaround"
+    )]
+    FromExpansion(&'static str),
     #[error("circular dependency detected on stage: {0}")]
     Cycle(String),
     #[error("invalid from flag value {value}: {reason}")]
@@ -234,9 +238,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
             (Command::Arg(decls), None) => {
                 for decl in decls {
                     let env = meta_env(&meta, opts);
-                    let key = lexer
-                        .process_word(&decl.key, &env)
-                        .map_err(|e| expansion_error(e, ins.span))?;
+                    let key = decl.key.clone();
                     let value = match opts.build_args.get(&key) {
                         Some(v) => Some(v.clone()),
                         None => match &decl.default {
@@ -248,6 +250,14 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
                             None => None,
                         },
                     };
+                    // `ARG X` without a value or build arg keeps what X
+                    // already had (an earlier global ARG or a predefined arg).
+                    let value = value.or_else(|| {
+                        env.iter()
+                            .rev()
+                            .find(|(k, _)| *k == key)
+                            .map(|(_, v)| v.clone())
+                    });
                     meta.retain(|(k, _)| *k != key);
                     meta.push((key, value));
                     meta_decls.push(decl.clone());
@@ -278,7 +288,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
 
     // FROM <stage> and the other stage references.
     for i in 0..stages.len() {
-        resolve_refs(&mut stages, i, &meta, opts, &lexer)?;
+        resolve_refs(&mut stages, i)?;
     }
 
     let Some(last) = stages.len().checked_sub(1) else {
@@ -328,7 +338,14 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
 /// The environment FROM lines are expanded in: global ARGs (with
 /// `--build-arg` overrides) and the predefined platform args.
 fn meta_env(meta: &[(String, Option<String>)], opts: &BuildOptions) -> Vec<(String, String)> {
-    let mut env = opts.predefined_args();
+    let mut env: Vec<(String, String)> = opts
+        .predefined_args()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = opts.build_args.get(&k).cloned().unwrap_or(v);
+            (k, v)
+        })
+        .collect();
     env.extend(
         meta.iter()
             .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))),
@@ -364,6 +381,10 @@ fn new_stage(
         .into_iter()
         .chain(f.platform.as_deref().map(unmatched).unwrap_or_default())
     {
+        // A global ARG declared without a value is declared, just empty.
+        if meta.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
         lints.push(Lint {
             rule: "UndefinedArgInFrom",
             message: format!("FROM argument '{name}' is not declared"),
@@ -421,13 +442,7 @@ fn new_stage(
 
 /// Links stage `i` to the stages it uses, rejecting forward references and
 /// self references.
-fn resolve_refs(
-    stages: &mut [Stage],
-    i: usize,
-    meta: &[(String, Option<String>)],
-    opts: &BuildOptions,
-    lexer: &Lexer,
-) -> Result<(), StageError> {
+fn resolve_refs(stages: &mut [Stage], i: usize) -> Result<(), StageError> {
     let lookup = |stages: &[Stage], name: &str, span: Span| -> Result<Option<usize>, StageError> {
         match find_stage(stages, name) {
             Some(j) if j < i => Ok(Some(j)),
@@ -447,7 +462,12 @@ fn resolve_refs(
     };
     let from_span = stages[i].from.span;
     if let Base::Image(name) = &stages[i].base {
-        match lookup(stages, name, from_span)? {
+        // FROM sees only the stages before it, by name as written: `FROM
+        // alpine AS alpine` builds on the image.
+        match stages[..i]
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(name.as_str()))
+        {
             Some(j) => {
                 stages[i].base = Base::Stage(j);
                 stages[i].deps.insert(j);
@@ -456,30 +476,29 @@ fn resolve_refs(
         }
     }
 
-    // COPY --from and RUN --mount from= (values with variables are resolved
-    // against the global args here; a stage-local ARG is not allowed to
-    // name a stage, as in BuildKit).
-    let env = meta_env(meta, opts);
+    // COPY --from and RUN --mount from= take literal names: BuildKit does not
+    // expand them (the graph must be known before any stage runs).
     let mut refs: Vec<(String, Span, bool)> = Vec::new();
     for ins in &stages[i].instructions {
+        let not_expandable = |what: &'static str| StageError {
+            kind: StageErrorKind::FromExpansion(what),
+            span: ins.span,
+        };
         match &ins.command {
             Command::Copy(c) => {
                 if let Some(from) = &c.from {
-                    let v = lexer
-                        .process_word(from, &env)
-                        .map_err(|e| expansion_error(e, ins.span))?;
-                    refs.push((v, ins.span, true));
+                    if from.contains('$') {
+                        return Err(not_expandable("--from"));
+                    }
+                    refs.push((from.clone(), ins.span, true));
                 }
             }
             Command::Run(r) => {
                 for spec in &r.mounts {
-                    let mut expand =
-                        |s: &str| lexer.process_word(s, &env).map_err(|e| e.to_string());
-                    let m = parse_mount(spec, &mut expand).map_err(|e| StageError {
-                        kind: StageErrorKind::Instruction(e.into()),
-                        span: ins.span,
-                    })?;
-                    if let Some(from) = m.from {
+                    if let Some(from) = mount_from(spec) {
+                        if from.contains('$') {
+                            return Err(not_expandable("from"));
+                        }
                         refs.push((from, ins.span, false));
                     }
                 }
@@ -516,13 +535,28 @@ fn resolve_refs(
     Ok(())
 }
 
+/// The literal `from=` field of a `--mount` value, if any.
+fn mount_from(spec: &str) -> Option<String> {
+    spec.split(',').find_map(|field| {
+        let (k, v) = field.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("from")
+            .then(|| v.trim_matches('"').to_string())
+    })
+}
+
 /// An image named by FROM or `--from` must be a valid reference (`ubuntu`,
 /// `host:5000/a/b:tag@sha256:…`), as Docker normalises it.
 fn check_reference(name: &str, span: Span) -> Result<(), StageError> {
-    kiln_oci::Reference::parse_docker_ref(name).map(|_| ()).map_err(|e| StageError {
-        kind: StageErrorKind::InvalidReference { name: name.to_string(), reason: e.to_string() },
-        span,
-    })
+    kiln_oci::Reference::parse_docker_ref(name)
+        .map(|_| ())
+        .map_err(|e| StageError {
+            kind: StageErrorKind::InvalidReference {
+                name: name.to_string(),
+                reason: e.to_string(),
+            },
+            span,
+        })
 }
 
 /// The stages `target` depends on, itself last, each after its deps.
@@ -546,17 +580,23 @@ fn reachable_from(stages: &[Stage], target: usize) -> Vec<usize> {
 // Expansion inside a stage
 
 /// The variables of one stage while its instructions are dispatched, with
-/// Docker's scoping: the base image's ENV, then ARGs declared in the stage
-/// (with `--build-arg` overrides, or the global value when redeclared
-/// without a default), then ENV instructions; ENV always shadows ARG.
+/// BuildKit's rules:
+///
+/// - The *state env* (what words expand against and what RUN sees) starts
+///   as the base's env and takes ENV and ARG values in instruction order,
+///   so a later ARG overrides an earlier ENV of the same name and vice versa.
+/// - The *image env* (what goes into the image config) takes only ENV.
+/// - `ARG X` without a default takes `--build-arg X`, else the global value
+///   (global ARGs and predefined platform args).
+/// - A stage built on another stage inherits its state env and ARGs.
 #[derive(Debug, Clone)]
 pub struct StageScope<'a> {
     lexer: Lexer,
     opts: &'a BuildOptions,
     meta: &'a [(String, Option<String>)],
-    /// The image config's environment (base image env plus ENV).
-    env: Vec<(String, String)>,
-    /// ARGs declared in this stage and their values.
+    state_env: Vec<(String, String)>,
+    image_env: Vec<(String, String)>,
+    /// Every ARG declared in this stage or inherited, with its value.
     args: Vec<(String, Option<String>)>,
     /// Variables referenced but unset, for the UndefinedVar check.
     pub undefined: BTreeSet<String>,
@@ -587,54 +627,55 @@ pub enum Expanded {
     },
     Run {
         mounts: Vec<Mount>,
-        network: Option<String>,
     },
     /// CMD, ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER, ONBUILD: no
     /// expansion.
     Verbatim,
 }
 
+fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_string(), value.to_string()));
+}
+
 impl<'a> StageScope<'a> {
-    /// A scope for a stage whose base image has `base_env`.
+    /// A scope for a stage whose base is an image with env `base_env`
+    /// (empty for `scratch`).
     pub fn new(plan: &'a Plan, opts: &'a BuildOptions, base_env: Vec<(String, String)>) -> Self {
         StageScope {
             lexer: Lexer::new(plan.escape),
             opts,
             meta: &plan.meta_args,
-            env: base_env,
+            state_env: base_env.clone(),
+            image_env: base_env,
             args: Vec::new(),
             undefined: BTreeSet::new(),
         }
     }
 
+    /// A scope for a stage built `FROM` another stage: it starts where the
+    /// parent's scope ended.
+    pub fn from_parent(parent: &StageScope<'a>) -> Self {
+        StageScope {
+            undefined: BTreeSet::new(),
+            ..parent.clone()
+        }
+    }
+
     /// The image config's environment so far.
     pub fn env(&self) -> &[(String, String)] {
-        &self.env
+        &self.image_env
     }
 
-    /// The variables words are expanded against: declared ARGs with values,
-    /// then ENV on top.
-    pub fn expansion_env(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
-            .collect();
-        v.extend(self.env.iter().cloned());
-        v
+    /// What words expand against: the state env.
+    pub fn expansion_env(&self) -> &[(String, String)] {
+        &self.state_env
     }
 
-    /// The environment of a RUN: the image env plus ARG values that no ENV
-    /// shadows, plus proxy args given with `--build-arg`.
+    /// The environment of a RUN: the state env plus proxy args given with
+    /// `--build-arg` (never declared, never in history).
     pub fn run_env(&self) -> Vec<(String, String)> {
-        let mut v = self.env.clone();
-        for (k, val) in &self.args {
-            if let Some(val) = val
-                && !self.env.iter().any(|(e, _)| e == k)
-            {
-                v.push((k.clone(), val.clone()));
-            }
-        }
+        let mut v = self.state_env.clone();
         for p in PROXY_ARGS {
             if let Some(val) = self.opts.build_args.get(*p)
                 && !v.iter().any(|(k, _)| k == p)
@@ -645,22 +686,31 @@ impl<'a> StageScope<'a> {
         v
     }
 
-    /// ARG values visible to RUN, for the history/cache key (`|N a=b`),
-    /// excluding proxy args.
+    /// The `|N k=v …` build-arg list BuildKit puts in front of a RUN's
+    /// history entry and cache key: every declared ARG with its current
+    /// value (from the state env, else its own value, else empty).
     pub fn build_arg_env(&self) -> Vec<(String, String)> {
         self.args
             .iter()
-            .filter(|(k, _)| {
-                !PROXY_ARGS.contains(&k.as_str()) && !self.env.iter().any(|(e, _)| e == k)
+            .map(|(k, v)| {
+                let value = self
+                    .state_env
+                    .iter()
+                    .rev()
+                    .find(|(e, _)| e == k)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| v.clone())
+                    .unwrap_or_default();
+                (k.clone(), value)
             })
-            .filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v)))
             .collect()
     }
 
     /// Expands one word (no field splitting).
     pub fn expand(&mut self, word: &str) -> Result<String, ShellError> {
-        let env = self.expansion_env();
-        let r = self.lexer.process_word_with_matches(word, &env)?;
+        let r = self
+            .lexer
+            .process_word_with_matches(word, &self.state_env)?;
         self.undefined.extend(r.unmatched);
         Ok(r.result)
     }
@@ -684,19 +734,34 @@ impl<'a> StageScope<'a> {
     ) -> Result<Vec<(String, String)>, StageError> {
         let mut out = Vec::with_capacity(kvs.len());
         for kv in kvs {
-            let key = self.expand_at(&kv.key, span)?;
             // The legacy `ENV k v w` form has the rest of the line as one
             // value; it expands like any other.
-            let value = self.expand_at(&kv.value, span)?;
-            out.push((key, value));
+            out.push((
+                self.expand_at(&kv.key, span)?,
+                self.expand_at(&kv.value, span)?,
+            ));
         }
         Ok(out)
+    }
+
+    /// The value a global-scope lookup gives `key`: a global ARG's value or
+    /// a predefined arg.
+    fn global_value(&self, key: &str) -> Option<String> {
+        meta_env(self.meta, self.opts)
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
 
     /// Expands an instruction's words and applies its effect on the scope
     /// (ENV and ARG change what later instructions see).
     pub fn dispatch(&mut self, ins: &Instruction) -> Result<Expanded, StageError> {
         let span = ins.span;
+        let err = |kind: ErrorKind| StageError {
+            kind: StageErrorKind::Instruction(kind),
+            span,
+        };
         Ok(match &ins.command {
             Command::Env(kvs) => {
                 // All values are expanded against the env before this
@@ -704,13 +769,10 @@ impl<'a> StageScope<'a> {
                 let pairs = self.expand_kvs(kvs, span)?;
                 for (k, v) in &pairs {
                     if k.is_empty() {
-                        return Err(StageError {
-                            kind: StageErrorKind::Instruction(ErrorKind::BlankName("ENV")),
-                            span,
-                        });
+                        return Err(err(ErrorKind::BlankName("ENV")));
                     }
-                    self.env.retain(|(e, _)| e != k);
-                    self.env.push((k.clone(), v.clone()));
+                    set(&mut self.state_env, k, v);
+                    set(&mut self.image_env, k, v);
                 }
                 Expanded::Env(pairs)
             }
@@ -718,20 +780,17 @@ impl<'a> StageScope<'a> {
             Command::Arg(decls) => {
                 let mut out = Vec::new();
                 for d in decls {
-                    let key = self.expand_at(&d.key, span)?;
+                    let key = d.key.clone();
                     let value = if let Some(v) = self.opts.build_args.get(&key) {
                         Some(v.clone())
                     } else if let Some(default) = &d.default {
                         Some(self.expand_at(default, span)?)
-                    } else if let Some((_, v)) = self.meta.iter().find(|(k, _)| *k == key) {
-                        v.clone()
                     } else {
-                        self.opts
-                            .predefined_args()
-                            .into_iter()
-                            .find(|(k, _)| *k == key)
-                            .map(|(_, v)| v)
+                        self.global_value(&key)
                     };
+                    if let Some(v) = &value {
+                        set(&mut self.state_env, &key, v);
+                    }
                     self.args.retain(|(k, _)| *k != key);
                     self.args.push((key.clone(), value.clone()));
                     out.push((key, value));
@@ -741,10 +800,9 @@ impl<'a> StageScope<'a> {
             Command::Expose(ports) => {
                 let mut out = Vec::new();
                 for p in ports {
-                    let env = self.expansion_env();
                     let words = self
                         .lexer
-                        .process_words(p, &env)
+                        .process_words(p, &self.state_env)
                         .map_err(|e| expansion_error(e, span))?;
                     out.extend(words);
                 }
@@ -757,13 +815,11 @@ impl<'a> StageScope<'a> {
                 let mut out = Vec::new();
                 for v in vs {
                     let v = self.expand_at(v, span)?;
-                    if v.trim().is_empty() {
-                        return Err(StageError {
-                            kind: StageErrorKind::Instruction(ErrorKind::EmptyVolume),
-                            span,
-                        });
+                    let v = v.trim();
+                    if v.is_empty() {
+                        return Err(err(ErrorKind::EmptyVolume));
                     }
-                    out.push(v);
+                    out.push(v.to_string());
                 }
                 Expanded::Volume(out)
             }
@@ -795,18 +851,13 @@ impl<'a> StageScope<'a> {
             Command::Run(r) => {
                 let mut mounts = Vec::new();
                 for spec in &r.mounts {
-                    let env = self.expansion_env();
                     let lexer = self.lexer;
+                    let env = &self.state_env;
                     let mut expand =
-                        |s: &str| lexer.process_word(s, &env).map_err(|e| e.to_string());
-                    let m = parse_mount(spec, &mut expand).map_err(|e| StageError {
-                        kind: StageErrorKind::Instruction(e.into()),
-                        span,
-                    })?;
-                    mounts.push(m);
+                        |s: &str| lexer.process_word(s, env).map_err(|e| e.to_string());
+                    mounts.push(parse_mount(spec, &mut expand).map_err(|e| err(e.into()))?);
                 }
-                let network = self.expand_opt(&r.network, span)?;
-                Expanded::Run { mounts, network }
+                Expanded::Run { mounts }
             }
             Command::From(_)
             | Command::Cmd(_)
@@ -839,19 +890,18 @@ impl<'a> StageScope<'a> {
         for f in &paths.source_contents {
             let content = f.content();
             let content = if f.expand {
-                // Heredoc bodies: quotes are literal, variables expand.
-                let mut lexer = self.lexer;
+                // Heredoc bodies: quotes are literal, variables expand, and
+                // the escape is always `\` (BuildKit's ExpandRaw).
+                let mut lexer = Lexer::new('\\');
                 lexer.skip_process_quotes = true;
-                let env = self.expansion_env();
                 lexer
-                    .process_word(&content, &env)
+                    .process_word(&content, &self.state_env)
                     .map_err(|e| expansion_error(e, span))?
             } else {
                 content
             };
             inline.push((f.name.clone(), content));
         }
-        let from = self.expand_opt(&from, span)?;
         let chown = self.expand_opt(chown, span)?;
         let chmod = self.expand_opt(chmod, span)?;
         if let Some(m) = &chmod
@@ -949,13 +999,18 @@ mod tests {
             plan_of("ARG X\nFROM ${X}\n", &o).unwrap_err().kind,
             StageErrorKind::BlankBase(_)
         ));
-        assert_eq!(plan_of("ARG X=1\n", &o).unwrap_err().kind, StageErrorKind::NoStages);
+        assert_eq!(
+            plan_of("ARG X=1\n", &o).unwrap_err().kind,
+            StageErrorKind::NoStages
+        );
         assert!(matches!(
             plan_of("FROM Busy:Box\n", &o).unwrap_err().kind,
             StageErrorKind::InvalidReference { .. }
         ));
         assert!(matches!(
-            plan_of("FROM a\nCOPY --from=a//b / /\n", &o).unwrap_err().kind,
+            plan_of("FROM a\nCOPY --from=a//b / /\n", &o)
+                .unwrap_err()
+                .kind,
             StageErrorKind::InvalidReference { .. }
         ));
     }
@@ -1060,5 +1115,121 @@ mod tests {
                 ("RAW".into(), "$X\n".into())
             ]
         );
+    }
+
+    fn dispatch_all<'a>(scope: &mut StageScope<'a>, stage: &Stage) -> Vec<Expanded> {
+        stage
+            .instructions
+            .iter()
+            .map(|ins| scope.dispatch(ins).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn mount_values_expand_with_the_stage_env() {
+        let o = opts();
+        let p = plan_of(
+            "FROM scratch\nENV C=/root/.cache\nRUN --mount=type=cache,target=$C true\n",
+            &o,
+        )
+        .unwrap();
+        let mut scope = StageScope::new(&p, &o, vec![]);
+        let out = dispatch_all(&mut scope, &p.stages[0]);
+        let Expanded::Run { mounts } = &out[1] else {
+            panic!()
+        };
+        assert_eq!(mounts[0].target, "/root/.cache");
+    }
+
+    #[test]
+    fn later_arg_overrides_env_in_the_build_but_not_the_image() {
+        let o = opts();
+        let p = plan_of(
+            "FROM scratch\nENV MODE=prod\nARG MODE=dev\nWORKDIR /$MODE\n",
+            &o,
+        )
+        .unwrap();
+        let mut scope = StageScope::new(&p, &o, vec![("DEBIAN_FRONTEND".into(), "dialog".into())]);
+        let out = dispatch_all(&mut scope, &p.stages[0]);
+        assert_eq!(out[2], Expanded::Workdir("/dev".into()));
+        assert!(scope.env().contains(&("MODE".into(), "prod".into())));
+        assert!(scope.run_env().contains(&("MODE".into(), "dev".into())));
+        assert_eq!(
+            scope.build_arg_env(),
+            vec![("MODE".to_string(), "dev".to_string())]
+        );
+    }
+
+    #[test]
+    fn valueless_args_inherit_global_and_predefined_values() {
+        let o = opts();
+        let src = "ARG TARGETPLATFORM\nARG V=1\nARG V\nFROM --platform=$TARGETPLATFORM scratch:$V\nARG TARGETPLATFORM\nARG V\nARG foo\nWORKDIR /$TARGETPLATFORM/$V\n";
+        let p = plan_of(src, &o).unwrap();
+        assert_eq!(p.stages[0].platform.as_deref(), Some("linux/amd64"));
+        assert_eq!(p.stages[0].base_name, "scratch:1");
+        assert!(p.lints.is_empty(), "{:?}", p.lints);
+        let mut scope = StageScope::new(&p, &o, vec![]);
+        let out = dispatch_all(&mut scope, &p.stages[0]);
+        assert_eq!(out[3], Expanded::Workdir("/linux/amd64/1".into()));
+        assert!(
+            scope
+                .build_arg_env()
+                .contains(&("foo".to_string(), String::new()))
+        );
+    }
+
+    #[test]
+    fn child_stage_inherits_parent_args() {
+        let o = opts();
+        let p = plan_of(
+            "FROM scratch AS a\nARG X=1\nENV Y=2\nFROM a\nWORKDIR /$X/$Y\n",
+            &o,
+        )
+        .unwrap();
+        let mut parent = StageScope::new(&p, &o, vec![]);
+        dispatch_all(&mut parent, &p.stages[0]);
+        let mut child = StageScope::from_parent(&parent);
+        assert_eq!(
+            dispatch_all(&mut child, &p.stages[1]),
+            vec![Expanded::Workdir("/1/2".into())]
+        );
+    }
+
+    #[test]
+    fn from_sees_only_earlier_stages() {
+        let p = plan_of("FROM alpine AS alpine\nFROM alpine\n", &opts()).unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("alpine".into()));
+        assert_eq!(p.stages[1].base, Base::Stage(0));
+    }
+
+    #[test]
+    fn from_flags_do_not_expand() {
+        let o = opts();
+        let err = plan_of(
+            "ARG S=a\nFROM scratch AS a\nFROM scratch\nCOPY --from=$S /x /x\n",
+            &o,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, StageErrorKind::FromExpansion("--from"));
+        let err = plan_of(
+            "FROM scratch AS a\nFROM scratch\nRUN --mount=from=${S},target=/x true\n",
+            &o,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, StageErrorKind::FromExpansion("from"));
+        let p = plan_of(
+            "FROM scratch AS a\nFROM scratch\nRUN --mount=type=bind,from=a,target=/x true\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(p.stages[1].deps, BTreeSet::from([0]));
+    }
+
+    #[test]
+    fn build_args_override_predefined_args_in_from() {
+        let mut o = opts();
+        o.build_args.insert("TARGETARCH".into(), "arm64".into());
+        let p = plan_of("FROM scratch:$TARGETARCH\n", &o).unwrap();
+        assert_eq!(p.stages[0].base_name, "scratch:arm64");
     }
 }
