@@ -488,7 +488,7 @@ fn physical_lines(src: &str) -> Vec<Result<&str, ParseError>> {
 fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Node, ParseErrorKind> {
     let (keyword, rest) = split_ws_once(line.trim());
     let (rest, flags) = match rest {
-        Some(rest) => extract_flags(rest, escape),
+        Some(rest) => extract_flags(rest),
         None => (String::new(), Vec::new()),
     };
     let rest = rest.trim();
@@ -541,7 +541,9 @@ fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Nod
 
 /// Takes leading `--flag` words off `line`, returning the remainder and the
 /// flags (quotes removed, escapes applied). A bare `--` ends the flags.
-fn extract_flags(line: &str, escape: char) -> (String, Vec<String>) {
+/// BuildKit always uses `\` as the escape here, whatever `# escape=` says.
+fn extract_flags(line: &str) -> (String, Vec<String>) {
+    let escape = '\\';
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
