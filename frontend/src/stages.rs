@@ -115,6 +115,8 @@ pub enum StageErrorKind {
         "variable expansion is not supported for {0}, define a new stage with FROM using ARG from global scope as a workaround"
     )]
     FromExpansion(&'static str),
+    #[error("invalid ONBUILD trigger {trigger:?} from the base image: {reason}")]
+    Onbuild { trigger: String, reason: String },
     #[error("circular dependency detected on stage: {0}")]
     Cycle(String),
     #[error("invalid from flag value {value}: {reason}")]
@@ -209,6 +211,69 @@ impl Plan {
     /// index, or `None` for an image.
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
         find_stage(&self.stages, name).map(|i| &self.stages[i])
+    }
+
+    /// Runs a base image's ONBUILD triggers in stage `index`: each trigger
+    /// is parsed as a Dockerfile line and inserted before the stage's own
+    /// instructions, then stage dependencies and reachability are computed
+    /// again (a trigger may `COPY --from` another stage). Returns the
+    /// stages that became reachable, which the caller must resolve too.
+    pub fn apply_onbuild(
+        &mut self,
+        index: usize,
+        triggers: &[String],
+    ) -> Result<Vec<usize>, StageError> {
+        let span = self.stages[index].from.span;
+        let mut inserted = Vec::new();
+        for trigger in triggers {
+            let df = crate::parser::parse(trigger).map_err(|e| StageError {
+                kind: StageErrorKind::Onbuild {
+                    trigger: trigger.clone(),
+                    reason: e.to_string(),
+                },
+                span,
+            })?;
+            for node in &df.nodes {
+                let mut ins =
+                    crate::instructions::parse_instruction(node).map_err(|e| StageError {
+                        kind: StageErrorKind::Onbuild {
+                            trigger: trigger.clone(),
+                            reason: e.to_string(),
+                        },
+                        span,
+                    })?;
+                if matches!(
+                    ins.command,
+                    Command::From(_) | Command::Onbuild(_) | Command::Maintainer(_)
+                ) {
+                    return Err(StageError {
+                        kind: StageErrorKind::Onbuild {
+                            trigger: trigger.clone(),
+                            reason: format!("{} isn't allowed as an ONBUILD trigger", ins.name()),
+                        },
+                        span,
+                    });
+                }
+                // Triggers run at the FROM line of the stage that inherits them.
+                ins.span = span;
+                inserted.push(ins);
+            }
+        }
+        let stage = &mut self.stages[index];
+        stage.instructions.splice(0..0, inserted);
+        stage
+            .deps
+            .retain(|d| matches!(stage.base, Base::Stage(b) if b == *d));
+        stage.image_deps.clear();
+        resolve_refs(&mut self.stages, index)?;
+        let before: BTreeSet<usize> = self.reachable.iter().copied().collect();
+        self.reachable = reachable_from(&self.stages, self.target);
+        Ok(self
+            .reachable
+            .iter()
+            .copied()
+            .filter(|i| !before.contains(i))
+            .collect())
     }
 }
 
@@ -1231,5 +1296,37 @@ mod tests {
         o.build_args.insert("TARGETARCH".into(), "arm64".into());
         let p = plan_of("FROM scratch:$TARGETARCH\n", &o).unwrap();
         assert_eq!(p.stages[0].base_name, "scratch:arm64");
+    }
+
+    #[test]
+    fn onbuild_triggers_run_first_and_add_dependencies() {
+        let o = opts();
+        let mut p = plan_of(
+            "FROM scratch AS assets\nFROM scratch AS other\nFROM base-with-triggers\nRUN make\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(p.reachable, vec![2]);
+        let added = p
+            .apply_onbuild(
+                2,
+                &[
+                    "COPY --from=assets / /assets".to_string(),
+                    "RUN echo triggered".to_string(),
+                ],
+            )
+            .unwrap();
+        assert_eq!(added, vec![0]);
+        assert_eq!(p.reachable, vec![0, 2]);
+        let names: Vec<&str> = p.stages[2].instructions.iter().map(|i| i.name()).collect();
+        assert_eq!(names, ["COPY", "RUN", "RUN"]);
+        assert_eq!(p.stages[2].instructions[0].span, p.stages[2].from.span);
+        let err = p.apply_onbuild(2, &["FROM x".to_string()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("FROM isn't allowed as an ONBUILD trigger"),
+            "{err}"
+        );
+        assert!(p.apply_onbuild(2, &["BOGUS x".to_string()]).is_err());
     }
 }
