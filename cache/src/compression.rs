@@ -57,7 +57,10 @@ pub fn decompress<'a, R: Read + 'a>(
     }
     let compression = sniff_compression(&head[..filled])?;
     tracing::trace!(?compression, "detected layer compression");
-    let stream = BufReader::with_capacity(1 << 16, io::Cursor::new(head).take(filled as u64).chain(reader));
+    let stream = BufReader::with_capacity(
+        1 << 16,
+        io::Cursor::new(head).take(filled as u64).chain(reader),
+    );
     let out: Box<dyn Read + 'a> = match compression {
         Compression::None => Box::new(stream),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(stream)),

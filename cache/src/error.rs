@@ -67,7 +67,11 @@ pub enum Error {
 
     /// A blob is larger than the caller's read limit.
     #[error("blob {digest} is {size} bytes, more than the limit of {limit} bytes")]
-    BlobTooLarge { digest: Digest, size: u64, limit: u64 },
+    BlobTooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
 
     /// A stored blob no longer hashes to its name.
     #[error("blob {digest} is corrupt: its content hashes to {actual}")]

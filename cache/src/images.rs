@@ -163,8 +163,8 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        let index: IndexFile = serde_json::from_slice(&bytes)
-            .map_err(|source| Error::IndexCorrupt {
+        let index: IndexFile =
+            serde_json::from_slice(&bytes).map_err(|source| Error::IndexCorrupt {
                 path: path.clone(),
                 source,
             })?;
@@ -367,7 +367,9 @@ impl Store {
         let Ok(prefix) = kiln_oci::digest::validate_hex_prefix(query) else {
             return Err(not_found());
         };
-        let mut matches = images.into_iter().filter(|r| r.id.digest().hex().starts_with(prefix));
+        let mut matches = images
+            .into_iter()
+            .filter(|r| r.id.digest().hex().starts_with(prefix));
         match (matches.next(), matches.next()) {
             (None, _) => Err(not_found()),
             (Some(one), None) => Ok(one),

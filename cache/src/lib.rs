@@ -9,4 +9,55 @@
 //!
 //! Must not depend on: the frontend, the solver, the runtime or the
 //! registry.
+//!
+//! ## On-disk layout (format version 1)
+//!
+//! ```text
+//! <root>/
+//!   VERSION                  "1\n": the format version; Store::open refuses others
+//!   blobs/sha256/<hex>       content-addressed blobs, read-only (0444), complete or absent
+//!   ingest/                  temporary files and directories being written
+//!     blob-XXXXXX              a blob being streamed in (renamed into blobs/ when verified)
+//!     snapshot-XXXXXX/         a layer being unpacked (renamed into snapshots/ when done)
+//!     removing-XXXXXX/         a snapshot being deleted
+//!   images.json              image records and tags (see below)
+//!   snapshots/<chain-hex>/   one unpacked layer per chain id
+//!     fs/                      the layer's files, an overlayfs lower directory
+//!     snapshot.json            layer digest, diff id, compression, stats
+//!   locks/
+//!     images.lock              flock held while images.json is rewritten
+//!     snapshot-<chain-hex>.lock  flock held while that snapshot is unpacked/removed
+//! ```
+//!
+//! Everything in `ingest/` is on the same filesystem as the rest, so
+//! publishing is a `rename`. A crash leaves at worst stale entries there;
+//! [`Store::cleanup_ingest`] removes those older than a given age.
+//!
+//! `images.json` is `{"version": 1, "images": [ImageRecord…]}`, sorted by
+//! id. It is a single file rather than one file per image so that updates
+//! touching several images (moving a tag) are one atomic rename; it is
+//! rewritten under `locks/images.lock` (read-modify-write, temp file, fsync,
+//! rename, directory fsync). Readers take no lock. Local stores hold at most
+//! hundreds of images, so rewriting the whole file is cheap.
+//!
+//! Blob writes take no lock: content addressing makes them idempotent, and
+//! the rename uses `RENAME_NOREPLACE`, so the first complete copy wins.
+//!
+//! Locks are `flock`s on freshly opened files (`std::fs::File::lock`): they
+//! exclude each other across processes and across threads alike.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod blob;
+mod compression;
+mod error;
+mod extract;
+mod images;
+mod snapshot;
+mod store;
+
+pub use compression::{Compression, decompress, sniff_compression};
+pub use error::{Error, ExtractError, Result};
+pub use extract::{ExtractMode, ExtractOptions, LayerStats, extract_layer, is_root};
+pub use images::{INDEX_VERSION, ImageId, ImageRecord};
+pub use snapshot::{Snapshot, SnapshotMeta};
+pub use store::{FORMAT_VERSION, Store};

@@ -108,11 +108,7 @@ impl Store {
                     }
                 }
                 tracing::info!(root = %self.root.display(), version = FORMAT_VERSION, "initialising store");
-                write_atomic(
-                    &self.root,
-                    &path,
-                    format!("{FORMAT_VERSION}\n").as_bytes(),
-                )
+                write_atomic(&self.root, &path, format!("{FORMAT_VERSION}\n").as_bytes())
             }
             Err(e) => Err(Error::io("read", &path, e)),
         }

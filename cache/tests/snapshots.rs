@@ -1,0 +1,112 @@
+//! Snapshots: unpack once, concurrently, from compressed blobs.
+
+use std::io::Write;
+
+use kiln_cache::{Error, Store};
+use kiln_oci::Digest;
+
+fn layer_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("etc/hostname").unwrap();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append(&h, &b"kiln\n"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_path(".wh.removed").unwrap();
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn prepare_snapshot_unpacks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tar = layer_tar();
+    let diff_id = Digest::sha256(&tar);
+    let layer = store.write_blob_bytes(&gzip(&tar)).unwrap();
+    // A single-layer chain id is the diff id.
+    let chain_id = diff_id.clone();
+
+    assert!(store.snapshot(&chain_id).unwrap().is_none());
+    let snapshots: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Store::open(dir.path()).unwrap();
+                let (chain_id, layer) = (&chain_id, &layer);
+                s.spawn(move || store.prepare_snapshot(chain_id, layer).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Everyone got the same snapshot: unpacked once (same creation record).
+    for s in &snapshots {
+        assert_eq!(s, &snapshots[0]);
+    }
+    let snap = &snapshots[0];
+    assert_eq!(snap.dir, store.snapshot_dir(&chain_id));
+    assert_eq!(snap.meta.diff_id, diff_id);
+    assert_eq!(snap.meta.layer, layer);
+    assert_eq!(snap.meta.compression, "gzip");
+    assert_eq!(snap.meta.stats.files, 1);
+    assert_eq!(snap.meta.stats.whiteouts, 1);
+    assert_eq!(
+        std::fs::read(snap.fs.join("etc/hostname")).unwrap(),
+        b"kiln\n"
+    );
+    assert_eq!(store.list_snapshots().unwrap(), vec![chain_id.clone()]);
+    assert!(
+        std::fs::read_dir(store.ingest_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no temporary directories left"
+    );
+
+    assert!(store.remove_snapshot(&chain_id).unwrap());
+    assert!(!store.remove_snapshot(&chain_id).unwrap());
+    assert!(store.snapshot(&chain_id).unwrap().is_none());
+    assert!(store.list_snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn failed_unpack_leaves_no_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().unwrap().name[..8].copy_from_slice(b"../evil\0");
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &[][..]).unwrap();
+    let layer = store.write_blob_bytes(&b.into_inner().unwrap()).unwrap();
+    let chain_id = Digest::sha256(b"chain");
+    let err = store.prepare_snapshot(&chain_id, &layer).unwrap_err();
+    assert!(matches!(err, Error::Unpack { .. }), "{err:?}");
+    assert!(store.snapshot(&chain_id).unwrap().is_none());
+    assert!(!store.snapshot_dir(&chain_id).exists());
+    assert!(
+        std::fs::read_dir(store.ingest_dir())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+
+    let missing = Digest::sha256(b"missing layer");
+    assert!(matches!(
+        store.prepare_snapshot(&chain_id, &missing).unwrap_err(),
+        Error::BlobNotFound { .. }
+    ));
+}
