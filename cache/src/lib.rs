@@ -51,13 +51,22 @@ mod blob;
 mod compression;
 mod error;
 mod extract;
+mod gc;
+mod image;
 mod images;
+mod import;
 mod snapshot;
 mod store;
 
 pub use compression::{Compression, decompress, sniff_compression};
 pub use error::{Error, ExtractError, Result};
 pub use extract::{ExtractMode, ExtractOptions, LayerStats, extract_layer, is_root};
+pub use gc::{ImagesUsage, PruneScope, RemovedImage};
+pub use image::{
+    ContainerConfig, Empty, History, ImageConfig, ImageDocs, ImageError, MAX_DOCUMENT_SIZE, RootFs,
+    chain_ids, media_type, parse_time,
+};
 pub use images::{INDEX_VERSION, ImageId, ImageRecord};
+pub use import::ImportOptions;
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{FORMAT_VERSION, Store};

@@ -2,9 +2,12 @@
 //! command, prints the result. Exit codes are documented in README.md.
 
 mod commands;
+mod format;
 mod help;
 mod render;
+mod template;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,16 @@ struct Cli {
     #[arg(short = 'D', long = "debug")]
     debug: bool,
 
+    /// Location of the image store, also KILN_ROOT (default "/var/lib/kiln"
+    /// for root, "$XDG_DATA_HOME/kiln" or "~/.local/share/kiln" otherwise)
+    #[arg(
+        long = "root",
+        value_name = "string",
+        env = "KILN_ROOT",
+        hide_env = true
+    )]
+    root: Option<PathBuf>,
+
     /// Print version information and quit
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -44,6 +57,24 @@ enum Command {
     /// Inspect how kiln reads a Dockerfile
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
+    /// Show the history of an image
+    History(commands::history::HistoryArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(commands::ImageCommand),
+    /// List images
+    Images(commands::images::ImagesArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::import::ImportArgs),
+    /// Return low-level information on images
+    Inspect(commands::inspect::InspectArgs),
+    /// Remove one or more images
+    Rmi(commands::rmi::RmiArgs),
+    /// Manage kiln
+    #[command(subcommand)]
+    System(commands::SystemCommand),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(commands::tag::TagArgs),
     /// Show the kiln version information
     Version,
 }
@@ -56,8 +87,17 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(if cli.debug { "debug" } else { &cli.log_level });
+    let ctx = commands::Context { root: cli.root };
     let result = match cli.command {
         Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::History(a) => commands::history::run(&ctx, a),
+        Command::Image(cmd) => commands::run_image(&ctx, cmd),
+        Command::Images(a) => commands::images::run(&ctx, a),
+        Command::Import(a) => commands::import::run(&ctx, a),
+        Command::Inspect(a) => commands::inspect::run(&ctx, a),
+        Command::Rmi(a) => commands::rmi::run(&ctx, a),
+        Command::System(cmd) => commands::run_system(&ctx, cmd),
+        Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Version => {
             println!("kiln version {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -28,9 +28,42 @@ impl std::fmt::Display for DockerfileError {
 
 impl std::error::Error for DockerfileError {}
 
+/// An error Docker reports in one line, `Error: <message>` (`No such
+/// image: foo`, `invalid filter 'x'`), printed as Docker prints it.
+#[derive(Debug)]
+pub struct DockerError(pub String);
+
+impl std::fmt::Display for DockerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DockerError {}
+
+/// A failure whose messages the command already printed (e.g. `rmi` with
+/// several names, some missing); only the exit code remains.
+#[derive(Debug)]
+pub struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the command failed")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
 /// Prints an error chain (`error: …`, then `Caused by:` lines), with a code
 /// frame when the error points into a Dockerfile.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<AlreadyReported>().is_some() {
+        return ExitCode::from(1);
+    }
+    if let Some(e) = err.downcast_ref::<DockerError>() {
+        eprintln!("Error: {e}");
+        return ExitCode::from(1);
+    }
     if let Some(df) = err.downcast_ref::<DockerfileError>() {
         eprint!("{}", code_frame(&df.name, &df.source, df.span));
     }

@@ -2,10 +2,32 @@
 //!
 //! Writes images out: into the local store, as an OCI layout, as a
 //! docker-archive tarball, as a plain directory or tar, or to a registry
-//! (through kiln-registry).
+//! (through kiln-registry); and reads image archives back into the store.
 //!
 //! Owns: layer tarball creation (deterministic tar, compression) and the
 //! manifest/config/index documents of exported images.
 //!
 //! Must not depend on: the frontend or the runtime.
+//!
+//! ## Image archives
+//!
+//! [`save`] writes images of the store as one tar stream, either a
+//! docker-archive in the form Docker 25+ writes ([`SaveFormat::Docker`]:
+//! `manifest.json`, `repositories` and a complete OCI layout) or a plain OCI
+//! image layout ([`SaveFormat::Oci`]). [`load`] reads either form (and the
+//! pre-25 docker-archive form), plain or gzip/zstd-compressed, back into
+//! the store. Both stream: no layer is held in memory. See each function
+//! for the layout decisions.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod error;
+mod load;
+mod progress;
+mod save;
+pub mod spec;
+mod tarball;
+
+pub use error::{Error, Result};
+pub use load::{LoadedImage, load};
+pub use progress::Progress;
+pub use save::{ImageSelector, SaveFormat, SavedImage, save};

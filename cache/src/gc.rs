@@ -1,0 +1,163 @@
+//! Deleting images and the content only they use: `rmi`, `image prune`,
+//! and the disk usage `system df` reports.
+//!
+//! An image's content is its manifest, config and layer blobs, and the
+//! snapshots of its layer stack (by chain id). Deleting an image removes
+//! its record first, then every blob and snapshot of it that no remaining
+//! image refers to. If another image's documents cannot be read, its
+//! layers are unknown, so no layer blob or snapshot is deleted at all
+//! (manifests and configs still are): a corrupt image never causes data
+//! loss elsewhere.
+//!
+//! Not covered yet: an image being written by another process at the same
+//! moment (blobs stored but record not yet written) may lose blobs it
+//! shares with the image being deleted; and no check is made for
+//! containers using the image (there are no containers yet).
+
+use std::collections::BTreeSet;
+
+use kiln_oci::Digest;
+
+use crate::image::{ImageError, chain_ids};
+use crate::images::{ImageId, ImageRecord};
+use crate::store::Store;
+
+/// What deleting one image removed.
+#[derive(Clone, Debug)]
+pub struct RemovedImage {
+    pub record: ImageRecord,
+    /// Blobs deleted, sorted.
+    pub blobs: Vec<Digest>,
+    /// Snapshots (chain ids) deleted, sorted.
+    pub snapshots: Vec<Digest>,
+    /// Bytes of the deleted blobs.
+    pub reclaimed: u64,
+}
+
+/// Which images `prune_images` removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneScope {
+    /// Images without tags.
+    Dangling,
+    /// Every image (none can be in use by a container yet).
+    All,
+}
+
+/// What `system df` reports about images.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImagesUsage {
+    /// Number of images.
+    pub total: usize,
+    /// Bytes of the distinct layer blobs of all images (shared layers count once).
+    pub size: u64,
+}
+
+/// Content the images of the store refer to.
+struct References {
+    blobs: BTreeSet<Digest>,
+    chains: BTreeSet<Digest>,
+    /// Every image's documents could be read, so `blobs` includes all layers.
+    complete: bool,
+}
+
+impl Store {
+    fn references(&self, images: &[ImageRecord]) -> References {
+        let mut refs = References {
+            blobs: BTreeSet::new(),
+            chains: BTreeSet::new(),
+            complete: true,
+        };
+        for record in images {
+            refs.blobs.insert(record.manifest_digest.clone());
+            refs.blobs.insert(record.config_digest.clone());
+            match self.image_docs(record) {
+                Ok(docs) => {
+                    refs.blobs.extend(docs.layers);
+                    refs.chains.extend(chain_ids(&docs.config.rootfs.diff_ids));
+                }
+                Err(error) => {
+                    tracing::warn!(id = %record.id, %error, "cannot read image; keeping all layers");
+                    refs.complete = false;
+                }
+            }
+        }
+        refs
+    }
+
+    /// Deletes image `id`: its record (with its tags and repo digests),
+    /// then its blobs and snapshots that no other image refers to.
+    pub fn delete_image(&self, id: &ImageId) -> Result<RemovedImage, ImageError> {
+        let record = self.image(id)?;
+        // What the image refers to, read before the record goes.
+        let (layers, chains) = match self.image_docs(&record) {
+            Ok(docs) => (docs.layers, chain_ids(&docs.config.rootfs.diff_ids)),
+            Err(error) => {
+                tracing::warn!(%id, %error, "cannot read image; deleting only its manifest and config");
+                (Vec::new(), Vec::new())
+            }
+        };
+        let record = self.remove_image(id)?;
+        let refs = self.references(&self.images()?);
+
+        let mut candidates =
+            BTreeSet::from([record.manifest_digest.clone(), record.config_digest.clone()]);
+        if refs.complete {
+            candidates.extend(layers);
+        }
+        let mut blobs = Vec::new();
+        let mut reclaimed = 0;
+        for digest in candidates.into_iter().filter(|d| !refs.blobs.contains(d)) {
+            let size = self.blob_size(&digest).unwrap_or(0);
+            if self.delete_blob(&digest)? {
+                reclaimed += size;
+                blobs.push(digest);
+            }
+        }
+        let mut snapshots = Vec::new();
+        if refs.complete {
+            let unique: BTreeSet<Digest> = chains
+                .into_iter()
+                .filter(|c| !refs.chains.contains(c))
+                .collect();
+            for chain in unique {
+                if self.remove_snapshot(&chain)? {
+                    snapshots.push(chain);
+                }
+            }
+        }
+        tracing::info!(%id, blobs = blobs.len(), snapshots = snapshots.len(), reclaimed, "deleted image");
+        Ok(RemovedImage {
+            record,
+            blobs,
+            snapshots,
+            reclaimed,
+        })
+    }
+
+    /// Deletes the images `scope` selects, oldest record first.
+    pub fn prune_images(&self, scope: PruneScope) -> Result<Vec<RemovedImage>, ImageError> {
+        let mut doomed: Vec<ImageRecord> = self
+            .images()?
+            .into_iter()
+            .filter(|r| scope == PruneScope::All || r.is_dangling())
+            .collect();
+        doomed.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        doomed.iter().map(|r| self.delete_image(&r.id)).collect()
+    }
+
+    /// How much the images of the store take.
+    pub fn images_usage(&self) -> Result<ImagesUsage, ImageError> {
+        let images = self.images()?;
+        let mut layers = BTreeSet::new();
+        for record in &images {
+            let docs = self.image_docs(record)?;
+            for (digest, desc) in docs.layers.into_iter().zip(docs.manifest.layers()) {
+                layers.insert((digest, desc.size()));
+            }
+        }
+        Ok(ImagesUsage {
+            total: images.len(),
+            size: layers.iter().map(|(_, size)| size).sum(),
+        })
+    }
+}
