@@ -68,8 +68,12 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Return low-level information on images
     Inspect(commands::inspect::InspectArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(commands::load::LoadArgs),
     /// Remove one or more images
     Rmi(commands::rmi::RmiArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(commands::save::SaveArgs),
     /// Manage kiln
     #[command(subcommand)]
     System(commands::SystemCommand),
@@ -95,7 +99,9 @@ fn main() -> ExitCode {
         Command::Images(a) => commands::images::run(&ctx, a),
         Command::Import(a) => commands::import::run(&ctx, a),
         Command::Inspect(a) => commands::inspect::run(&ctx, a),
+        Command::Load(a) => commands::load::run(&ctx, a),
         Command::Rmi(a) => commands::rmi::run(&ctx, a),
+        Command::Save(a) => commands::save::run(&ctx, a),
         Command::System(cmd) => commands::run_system(&ctx, cmd),
         Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Version => {

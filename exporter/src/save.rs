@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::progress::{Progress, ProgressReader};
 use crate::spec::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, DockerManifestEntry, ImageConfig,
-    Index, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST, Manifest, OCI_LAYOUT_VERSION, OciLayout,
+    Index, MEDIA_TYPE_DOCKER_LAYER, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST, Manifest, OCI_LAYOUT_VERSION, OciLayout,
     is_image_manifest,
 };
 use crate::tarball::{CopyError, TarWriter};
@@ -67,6 +69,9 @@ enum BlobSource {
     /// uncompressed copy a docker-archive's `manifest.json` needs. Keyed
     /// by diff id.
     Uncompressed { layer: Digest, config: Digest },
+    /// A document made for the archive: an image's Docker manifest
+    /// converted to OCI media types for an OCI layout.
+    Inline(Vec<u8>),
 }
 
 struct ImagePlan {
@@ -130,6 +135,7 @@ pub fn save<W: Write>(
         .map(|b| match b {
             BlobSource::Stored { size } => *size,
             BlobSource::Uncompressed { .. } => 0,
+            BlobSource::Inline(bytes) => bytes.len() as u64,
         })
         .sum();
     progress(&Progress::Planned {
@@ -151,6 +157,9 @@ pub fn save<W: Write>(
         match source {
             BlobSource::Stored { size } => {
                 write_stored_blob(store, &mut tar, digest, *size, progress)?
+            }
+            BlobSource::Inline(bytes) => {
+                tar.bytes(&blob_path(digest), bytes).map_err(Error::write)?;
             }
             BlobSource::Uncompressed { layer, config } => {
                 write_uncompressed_layer(store, &mut tar, digest, layer, config, progress)?;
@@ -333,7 +342,19 @@ fn plan_image(
         tracing::warn!(id = %record.id, manifest_config = %config_digest, "the manifest's config is not the image's config");
     }
 
-    add_stored(store, blobs, &manifest_digest, Some(bytes.len() as u64))?;
+    // An OCI layout holds OCI documents: a Docker manifest is converted (as
+    // `skopeo copy --format oci` does), which gives it a new digest; the
+    // config and layers are the same bytes.
+    let (media_type, manifest_digest, bytes) =
+        if format == SaveFormat::Oci && media_type == MEDIA_TYPE_DOCKER_MANIFEST {
+            let converted = docker_manifest_to_oci(&bytes).map_err(invalid)?;
+            let digest = Digest::sha256(&converted);
+            blobs.insert(digest.clone(), BlobSource::Inline(converted.clone()));
+            (MEDIA_TYPE_OCI_MANIFEST.to_owned(), digest, converted)
+        } else {
+            add_stored(store, blobs, &manifest_digest, Some(bytes.len() as u64))?;
+            (media_type, manifest_digest, bytes)
+        };
     add_stored(store, blobs, config_digest, Some(manifest.config.size))?;
     for layer in &manifest.layers {
         add_stored(store, blobs, &layer.digest, Some(layer.size))?;
@@ -375,6 +396,41 @@ fn plan_image(
         config_digest: config_digest.clone(),
         diff_ids,
     })
+}
+
+/// Rewrites a Docker v2 schema 2 manifest with the OCI media types of the
+/// same things (the document's other fields are kept as they are).
+fn docker_manifest_to_oci(bytes: &[u8]) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    use serde_json::Value;
+    let mut doc: Value = serde_json::from_slice(bytes)?;
+    let set = |v: &mut Value, media_type: &str| {
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("mediaType".into(), Value::String(media_type.into()));
+        }
+    };
+    set(&mut doc, MEDIA_TYPE_OCI_MANIFEST);
+    if let Some(config) = doc.get_mut("config") {
+        set(config, MEDIA_TYPE_OCI_CONFIG);
+    }
+    if let Some(layers) = doc.get_mut("layers").and_then(Value::as_array_mut) {
+        for layer in layers {
+            let oci = match layer.get("mediaType").and_then(Value::as_str) {
+                Some("application/vnd.docker.image.rootfs.diff.tar.gzip") => {
+                    MEDIA_TYPE_OCI_LAYER_GZIP
+                }
+                Some("application/vnd.docker.image.rootfs.diff.tar.zstd") => {
+                    MEDIA_TYPE_OCI_LAYER_ZSTD
+                }
+                Some("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip") => {
+                    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+                }
+                Some(MEDIA_TYPE_DOCKER_LAYER) => MEDIA_TYPE_OCI_LAYER,
+                _ => continue,
+            };
+            set(layer, oci);
+        }
+    }
+    serde_json::to_vec(&doc)
 }
 
 /// Adds a stored blob to the archive's blobs, checking its size against

@@ -6,8 +6,10 @@ pub mod history;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod load;
 pub mod prune;
 pub mod rmi;
+pub mod save;
 pub mod system;
 pub mod tag;
 
@@ -82,6 +84,8 @@ pub enum ImageCommand {
     Import(import::ImportArgs),
     /// Display detailed information on one or more images
     Inspect(inspect::InspectArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(load::LoadArgs),
     /// List images
     #[command(visible_alias = "list")]
     Ls(images::ImagesArgs),
@@ -90,6 +94,8 @@ pub enum ImageCommand {
     /// Remove one or more images
     #[command(visible_alias = "remove")]
     Rm(rmi::RmiArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(save::SaveArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(tag::TagArgs),
 }
@@ -99,9 +105,11 @@ pub fn run_image(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::History(a) => history::run(ctx, a),
         ImageCommand::Import(a) => import::run(ctx, a),
         ImageCommand::Inspect(a) => inspect::run(ctx, a),
+        ImageCommand::Load(a) => load::run(ctx, a),
         ImageCommand::Ls(a) => images::run(ctx, a),
         ImageCommand::Prune(a) => prune::run(ctx, a),
         ImageCommand::Rm(a) => rmi::run(ctx, a),
+        ImageCommand::Save(a) => save::run(ctx, a),
         ImageCommand::Tag(a) => tag::run(ctx, a),
     }
 }
