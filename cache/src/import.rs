@@ -106,7 +106,10 @@ impl Store {
             },
             variant: opts.platform.variant.clone(),
         };
-        let config_bytes = config.to_bytes()?;
+        let config_bytes = config.to_bytes().map_err(|source| ImageError::Serialize {
+            what: "image config",
+            source,
+        })?;
         let config_digest = self.write_blob_bytes(&config_bytes)?;
 
         let manifest = ImageManifestBuilder::default()

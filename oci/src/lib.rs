@@ -10,6 +10,7 @@
 //! Must not depend on: any other kiln crate, any I/O, any async runtime.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod config;
 pub mod digest;
 pub mod platform;
 pub mod reference;
