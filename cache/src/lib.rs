@@ -48,6 +48,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod blob;
+mod check;
 mod compression;
 mod error;
 mod extract;
@@ -58,6 +59,7 @@ mod import;
 mod snapshot;
 mod store;
 
+pub use check::{BlobRole, CheckReport, Finding, Issue, STALE_AGE};
 pub use compression::{Compression, decompress, sniff_compression};
 pub use error::{Error, ExtractError, Result};
 pub use extract::{ExtractMode, ExtractOptions, LayerStats, extract_layer, is_root};

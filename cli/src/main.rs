@@ -4,6 +4,7 @@
 mod commands;
 mod format;
 mod help;
+mod progress;
 mod render;
 mod template;
 
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
     init_logging(if cli.debug { "debug" } else { &cli.log_level });
     let ctx = commands::Context { root: cli.root };
     let result = match cli.command {
-        Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Debug(cmd) => commands::debug::run(&ctx, cmd),
         Command::History(a) => commands::history::run(&ctx, a),
         Command::Image(cmd) => commands::run_image(&ctx, cmd),
         Command::Images(a) => commands::images::run(&ctx, a),

@@ -115,3 +115,27 @@ fn stages_shows_target_and_unused_args() {
             .contains("One or more build-args [NOPE] were not consumed")
     );
 }
+
+#[test]
+fn debug_llb_prints_the_build_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let df = dir.path().join("Dockerfile");
+    std::fs::write(
+        &df,
+        "FROM scratch AS base\nCOPY --chmod=0644 a.txt /a.txt\nWORKDIR /app\nFROM base AS test\nRUN --mount=type=secret,id=tok [\"/check\"]\nFROM base\nCOPY --link --from=base /a.txt /b.txt\nUSER 1000\n",
+    )
+    .unwrap();
+    let out = kiln()
+        .args(["--root"])
+        .arg(dir.path().join("store"))
+        .args(["debug", "llb", "-f"])
+        .arg(&df)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!("debug_llb", String::from_utf8(out.stdout).unwrap());
+}

@@ -15,6 +15,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod chmod;
+pub mod compile;
 pub mod diagnostic;
 pub mod directives;
 pub mod dockerignore;

@@ -3,7 +3,50 @@
 //! Talks to OCI distribution registries: pull, push, login, logout,
 //! search, with Docker-compatible credentials and mirrors.
 //!
-//! Owns: HTTP transport, authentication, and the distribution API.
+//! Owns: HTTP transport (HTTPS by default, plain HTTP for loopback and
+//! configured insecure hosts; timeouts; retries with backoff),
+//! authentication (anonymous, Basic, Bearer tokens cached per registry and
+//! scope), credentials (`~/.docker/config.json` and credential helpers,
+//! read and written), and the distribution API (manifests, blobs, uploads,
+//! mounts, tags, catalog).
+//!
+//! Blobs are streamed into the [`kiln_cache::Store`], verified against
+//! their digest as they arrive; manifests are stored and pushed as the
+//! exact bytes received.
 //!
 //! Must not depend on: the frontend, the solver or the runtime.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kiln_registry::Error> {
+//! use kiln_registry::{Client, ClientConfig, CredentialStore, PullOptions};
+//! let store = kiln_cache::Store::open("/var/lib/kiln")?;
+//! let client = Client::new(ClientConfig::default(), CredentialStore::from_env().ok())?;
+//! let reference = kiln_oci::Reference::parse_docker_ref("busybox").unwrap();
+//! let result = client
+//!     .pull(&store, &reference, &PullOptions::default(), &|event| {
+//!         tracing::info!(?event);
+//!     })
+//!     .await?;
+//! tracing::info!("{}", result.status_line());
+//! # Ok(()) }
+//! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod auth;
+mod catalog;
+mod client;
+pub mod credentials;
+mod error;
+pub mod manifest;
+mod pull;
+mod push;
+
+pub use auth::{Challenge, parse_challenge};
+pub use client::{
+    Client, ClientConfig, DEFAULT_MAX_MANIFEST_SIZE, api_host, install_crypto_provider,
+    is_loopback_host,
+};
+pub use credentials::{Credential, CredentialError, CredentialStore};
+pub use error::{DOCKER_HUB_RATE_LIMIT_HINT, Error, LOGIN_HINT, Result};
+pub use pull::{PullEvent, PullOptions, PullProgress, PullResult};
+pub use push::{PushEvent, PushProgress, PushResult};

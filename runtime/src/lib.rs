@@ -8,4 +8,45 @@
 //! Owns: mounts, namespaces, the OCI runtime spec, container state.
 //!
 //! Must not depend on: the frontend, the solver or the registry.
+//!
+//! ## Pieces
+//!
+//! - [`rootfs`]: the overlay root ([`OverlayRootfs`]) over snapshot `fs/`
+//!   directories, deep stacks included.
+//! - [`spec`]: the OCI runtime spec with Docker's defaults.
+//! - [`resolve_user`]: `USER` against the image's passwd and group files.
+//! - [`runc`]: `runc run` in the foreground with streamed output.
+//! - [`diff`]: an upper directory as a deterministic OCI layer tar.
+//! - [`Runtime::run`]: all of it for one [`ExecRequest`].
+//!
+//! ## Container state
+//!
+//! ```text
+//! <state>/
+//!   runc/                  runc's --root
+//!   containers/<id>/       one per run, removed when its UpperDir drops
+//!     rootfs/ upper/ work/ the overlay (see rootfs)
+//!     hosts resolv.conf hostname
+//!     bundle/config.json   bundle/runc.log
+//! ```
+//!
+//! Everything here needs root (mounts, runc).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+
+mod container;
+pub mod diff;
+mod error;
+mod inroot;
+pub mod rootfs;
+pub mod runc;
+pub mod spec;
+mod user;
+
+pub use container::{DEFAULT_HOSTNAME, ExecRequest, ExecResult, Runtime, RuntimeConfig, UpperDir};
+pub use diff::{DiffOptions, DiffSummary, write_diff};
+pub use error::{DiffError, Error, Result, UserError};
+pub use rootfs::OverlayRootfs;
+pub use runc::{OutputChunk, OutputSender, Runc, Stream};
+pub use spec::{BindMount, Network, Resources, TmpfsMount};
+pub use tokio_util::sync::CancellationToken;
+pub use user::{ResolvedUser, resolve_user};

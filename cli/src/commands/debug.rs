@@ -17,6 +17,8 @@ pub enum DebugCommand {
     Parse(FileArg),
     /// Print the stages of a Dockerfile, what each builds on, and which are built for a target
     Stages(StagesArgs),
+    /// Print the build graph a Dockerfile compiles to, one vertex per line
+    Llb(StagesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -43,7 +45,7 @@ pub struct StagesArgs {
     target: Option<String>,
 }
 
-pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
+pub fn run(ctx: &super::Context, cmd: DebugCommand) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Parse(a) => {
             let (_, df) = load(&a.file)?;
@@ -51,7 +53,70 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DebugCommand::Stages(a) => stages_cmd(a),
+        DebugCommand::Llb(a) => llb_cmd(ctx, a),
     }
+}
+
+/// Compiles the Dockerfile and prints the graph. Base images come from
+/// the local store when it has them (with their digests and configs);
+/// others are shown unresolved, as no registry is contacted.
+fn llb_cmd(ctx: &super::Context, a: StagesArgs) -> anyhow::Result<()> {
+    use kiln_frontend::compile::{self, BaseImage, CompileOptions};
+    let (source, df) = load(&a.file.file)?;
+    let mut opts = BuildOptions::for_platform(host_platform());
+    opts.target = a.target;
+    opts.build_args = parse_build_args(&a.build_args);
+    let name = display_name(&a.file.file);
+    let frame = |span, message: String| DockerfileError {
+        name: name.clone(),
+        source: source.clone(),
+        span,
+        message,
+    };
+    let mut plan = stages::plan(&df, &opts).map_err(|e| frame(e.span, e.to_string()))?;
+    let store = ctx
+        .root_dir()
+        .ok()
+        .filter(|r| r.join("VERSION").exists())
+        .and_then(|r| kiln_cache::Store::open(r).ok());
+    let images = |name: &str, platform: &str| -> Result<BaseImage, String> {
+        let reference = kiln_oci::Reference::parse_docker_ref(name)
+            .map_err(|e| e.to_string())?
+            .to_string();
+        if let Some(store) = &store
+            && let Ok(record) = store.resolve(&reference)
+            && let Ok(docs) = store.image_docs(&record)
+        {
+            return Ok(BaseImage {
+                reference,
+                digest: Some(record.manifest_digest.clone()),
+                config: docs.config,
+            });
+        }
+        let mut parts = platform.splitn(3, '/');
+        let config = kiln_oci::config::ImageConfig {
+            os: parts.next().unwrap_or("linux").into(),
+            architecture: parts.next().unwrap_or("amd64").into(),
+            variant: parts.next().map(str::to_string),
+            ..Default::default()
+        };
+        Ok(BaseImage {
+            reference,
+            digest: None,
+            config,
+        })
+    };
+    compile::required_images(&mut plan, &opts, &images)
+        .map_err(|e| frame(e.span, e.to_string()))?;
+    let compiled = compile::compile(&plan, &opts, &CompileOptions::default(), &images)
+        .map_err(|e| frame(e.span, e.to_string()))?;
+    let reachable = compiled.root.map(|r| compiled.graph.subgraph_for(&[r]));
+    match reachable {
+        Some(Ok(g)) => print!("{}", g.dump()),
+        Some(Err(e)) => return Err(e.into()),
+        None => println!("(empty: the target is an empty scratch image)"),
+    }
+    Ok(())
 }
 
 /// Reads and parses a Dockerfile, turning parse errors into code frames.

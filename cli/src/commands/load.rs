@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::Context;
+use crate::progress::{Action, Bars};
 use crate::render::DockerError;
 
 #[derive(Args, Debug)]
@@ -37,7 +38,11 @@ pub fn run(ctx: &Context, a: LoadArgs) -> anyhow::Result<()> {
             Box::new(std::io::stdin().lock())
         }
     };
-    let loaded = kiln_exporter::load(&store, BufReader::with_capacity(1 << 20, input), |_| {})?;
+    let mut bars = Bars::stderr(Action::Load, !a.quiet);
+    let loaded = kiln_exporter::load(&store, BufReader::with_capacity(1 << 20, input), |p| {
+        bars.event(p)
+    })?;
+    bars.finish();
     if !a.quiet {
         for image in &loaded {
             if image.tags.is_empty() {

@@ -116,12 +116,15 @@ pub fn run_image(ctx: &Context, cmd: ImageCommand) -> anyhow::Result<()> {
 
 #[derive(Subcommand, Debug)]
 pub enum SystemCommand {
+    /// Check the store for corrupt or missing content, and repair it
+    Check(system::CheckArgs),
     /// Show kiln disk usage
     Df(system::DfArgs),
 }
 
 pub fn run_system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<()> {
     match cmd {
+        SystemCommand::Check(a) => system::check(ctx, a),
         SystemCommand::Df(a) => system::df(ctx, a),
     }
 }

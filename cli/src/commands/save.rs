@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use kiln_exporter::{ImageSelector, SaveFormat};
 
 use super::Context;
+use crate::progress::{Action, Bars};
 use crate::render::DockerError;
 
 #[derive(Args, Debug)]
@@ -46,6 +47,7 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
         Format::Docker => SaveFormat::Docker,
         Format::Oci => SaveFormat::Oci,
     };
+    let mut bars = Bars::stderr(Action::Save, true);
     match &a.output {
         None => {
             let stdout = std::io::stdout();
@@ -56,7 +58,7 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
                 .into());
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            kiln_exporter::save(&store, &selectors, &mut out, format, |_| {})?;
+            kiln_exporter::save(&store, &selectors, &mut out, format, |p| bars.event(p))?;
             out.flush()
                 .context("failed to write the archive to standard output")?;
         }
@@ -72,7 +74,7 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
                 .tempfile_in(dir)
                 .with_context(|| format!("failed to create a file in {}", dir.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-            kiln_exporter::save(&store, &selectors, &mut out, format, |_| {})?;
+            kiln_exporter::save(&store, &selectors, &mut out, format, |p| bars.event(p))?;
             out.flush()
                 .with_context(|| format!("failed to write {}", path.display()))?;
             drop(out);
@@ -83,5 +85,6 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("failed to write {}", path.display()))?;
         }
     }
+    bars.finish();
     Ok(())
 }

@@ -1,0 +1,194 @@
+//! Test helpers: images built in a temporary store, a real
+//! `docker-registry` on loopback, and a fake registry served by axum.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_cache::{ImageRecord, Store};
+use kiln_oci::{Digest, Reference};
+
+/// An image written into a store: manifest, config, layers.
+pub struct TestImage {
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub layers: Vec<(Digest, Vec<u8>)>,
+}
+
+/// A tar layer holding one file.
+pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    builder.append_data(&mut header, name, content).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Builds an image with `layers` (name, content) and returns its documents.
+pub fn make_image(seed: &str, files: &[(&str, &[u8])]) -> TestImage {
+    let layers: Vec<(Digest, Vec<u8>)> = files
+        .iter()
+        .map(|(n, c)| {
+            let tar = layer_tar(n, c);
+            (Digest::sha256(&tar), tar)
+        })
+        .collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "config": {"Labels": {"seed": seed}},
+        "os": "linux",
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>(),
+        },
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = Digest::sha256(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": layers.iter().map(|(d, b)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d.to_string(),
+            "size": b.len(),
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    TestImage {
+        manifest_digest: Digest::sha256(&manifest),
+        manifest,
+        config,
+        config_digest,
+        layers,
+    }
+}
+
+impl TestImage {
+    /// Writes the image's blobs into `store` and tags it `tag`.
+    pub fn store(&self, store: &Store, tag: &str) -> ImageRecord {
+        store.write_blob_bytes(&self.manifest).unwrap();
+        store.write_blob_bytes(&self.config).unwrap();
+        for (_, b) in &self.layers {
+            store.write_blob_bytes(b).unwrap();
+        }
+        let mut record = ImageRecord::new(self.manifest_digest.clone(), self.config_digest.clone());
+        record.tags = vec![Reference::parse_docker_ref(tag).unwrap()];
+        store.put_image(record).unwrap()
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+/// A `docker-registry` process on 127.0.0.1, killed when dropped.
+pub struct RealRegistry {
+    child: Child,
+    pub host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RealRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `docker-registry`, optionally with htpasswd Basic auth for
+/// (user, password). `None`, with the reason printed, when it is not
+/// installed.
+pub fn start_registry(basic: Option<(&str, &str)>) -> Option<RealRegistry> {
+    if !have("docker-registry") {
+        eprintln!("skipping: docker-registry is not installed (apt-get install docker-registry)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        data.display()
+    );
+    if let Some((user, password)) = basic {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+    }
+    let config_path = dir.path().join("config.yml");
+    std::fs::File::create(&config_path)
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let registry = RealRegistry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    wait_for_port(port, &registry._dir.path().join("registry.log"));
+    Some(registry)
+}
+
+fn wait_for_port(port: u16, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "docker-registry did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+pub fn reference(s: &str) -> Reference {
+    Reference::parse_docker_ref(s).unwrap()
+}
+
+pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().to_path_buf()
+}

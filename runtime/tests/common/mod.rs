@@ -1,0 +1,143 @@
+//! Shared fixtures for the tests that run real containers. They need root,
+//! `runc` on `PATH` and a static busybox at `/bin/busybox` (Debian's
+//! `busybox-static`); without them the tests return early with a reason.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::{OutputChunk, Runtime, RuntimeConfig, Stream};
+use tokio::sync::mpsc;
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "id", "touch", "rm", "mkdir", "true", "false", "sleep", "pwd",
+    "env", "wc", "ip",
+];
+
+/// Why the container tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not running as root".into());
+    }
+    if !Path::new(BUSYBOX).is_file() {
+        return Some(format!(
+            "{BUSYBOX} is missing (apt-get install busybox-static)"
+        ));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()))
+        .unwrap_or(false);
+    if !on_path {
+        return Some("runc is not on PATH (apt-get install runc)".into());
+    }
+    None
+}
+
+/// Returns early from a test, saying why, when containers cannot run.
+#[macro_export]
+macro_rules! require_containers {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+/// A temporary state directory and a runtime using it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub runtime: Runtime,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(RuntimeConfig::new(dir.path().join("state"))).unwrap();
+        Fixture { dir, runtime }
+    }
+
+    /// A new, empty layer directory named like a snapshot (`<hex>/fs`).
+    pub fn layer(&self, n: usize) -> PathBuf {
+        let fs = self
+            .dir
+            .path()
+            .join("snapshots")
+            .join(format!("{n:064x}"))
+            .join("fs");
+        std::fs::create_dir_all(&fs).unwrap();
+        fs
+    }
+
+    /// A busybox base layer: `/bin/busybox` with applet symlinks, a root
+    /// passwd entry and `/data/old`, `/dir/a`.
+    pub fn busybox_layer(&self) -> PathBuf {
+        let fs = self.layer(0);
+        std::fs::create_dir_all(fs.join("bin")).unwrap();
+        std::fs::copy(BUSYBOX, fs.join("bin/busybox")).unwrap();
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(applet)).unwrap();
+        }
+        std::fs::create_dir_all(fs.join("etc")).unwrap();
+        std::fs::write(
+            fs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            fs.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(fs.join("data")).unwrap();
+        std::fs::write(fs.join("data/old"), "old\n").unwrap();
+        std::fs::write(fs.join("data/kept"), "kept\n").unwrap();
+        std::fs::create_dir_all(fs.join("dir")).unwrap();
+        std::fs::write(fs.join("dir/a"), "a\n").unwrap();
+        fs
+    }
+}
+
+/// A sender for a request and a task collecting (stdout, stderr).
+pub fn capture() -> (
+    mpsc::Sender<OutputChunk>,
+    tokio::task::JoinHandle<(String, String)>,
+) {
+    let (tx, mut rx) = mpsc::channel::<OutputChunk>(16);
+    let task = tokio::spawn(async move {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = rx.recv().await {
+            match chunk.stream {
+                Stream::Stdout => out.extend_from_slice(&chunk.data),
+                Stream::Stderr => err.extend_from_slice(&chunk.data),
+            }
+        }
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    });
+    (tx, task)
+}
+
+pub fn sh(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+/// (name, entry type, uid) of every entry of a layer tar.
+pub fn tar_entries(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, u64)> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().entry_type(),
+                e.header().uid().unwrap(),
+            )
+        })
+        .collect()
+}
