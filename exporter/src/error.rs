@@ -6,7 +6,7 @@ use std::io;
 
 use kiln_cache::{ExtractError, ImageId};
 use kiln_oci::digest::VerifyError;
-use kiln_oci::{Digest, ReferenceError};
+use kiln_oci::{Digest, Reference, ReferenceError};
 
 /// A `Result` whose error is the exporter's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -200,6 +200,80 @@ pub enum Error {
         manifest: Digest,
         media_type: String,
     },
+    /// The config's history does not have one non-empty entry per layer.
+    #[error(
+        "the image config's history has {history} entries that are not marked empty_layer, but {layers} layers were given"
+    )]
+    HistoryMismatch { history: usize, layers: usize },
+
+    /// A layer's source could not be opened.
+    #[error("failed to open layer #{layer}{}", path.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
+    OpenLayer {
+        /// Index into the layers given.
+        layer: usize,
+        path: Option<std::path::PathBuf>,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Reading a layer's uncompressed tar failed.
+    #[error("failed to read layer #{layer}")]
+    ReadLayer {
+        layer: usize,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Compressing a layer failed.
+    #[error("failed to compress layer #{layer}")]
+    Compress {
+        layer: usize,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A layer does not hash to the diff id it was given with.
+    #[error("layer #{layer} is {actual}, but its diff id was given as {expected}")]
+    LayerDiffIdMismatch {
+        layer: usize,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    /// The compression level is out of range for the compression.
+    #[error("compression level {level} is not valid for {compression} (allowed: {min}..={max})")]
+    InvalidCompressionLevel {
+        compression: &'static str,
+        level: i32,
+        min: i32,
+        max: i32,
+    },
+
+    /// `SOURCE_DATE_EPOCH` is out of the representable time range.
+    #[error("SOURCE_DATE_EPOCH {epoch} is out of range")]
+    InvalidSourceDateEpoch { epoch: i64 },
+
+    /// Applying a layer to an export directory failed.
+    #[error("failed to apply layer #{layer} to {}", dest.display())]
+    ApplyLayer {
+        layer: usize,
+        dest: std::path::PathBuf,
+        #[source]
+        source: ExtractError,
+    },
+
+    /// A filesystem operation of an export failed.
+    #[error("failed to {action} {}", path.display())]
+    ExportIo {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The image to export no longer holds one of its tags.
+    #[error("tag {tag} no longer names image {id}")]
+    TagMoved { tag: Reference, id: ImageId },
 }
 
 impl Error {

@@ -18,9 +18,22 @@
 //! pre-25 docker-archive form), plain or gzip/zstd-compressed, back into
 //! the store. Both stream: no layer is held in memory. See each function
 //! for the layout decisions.
+//!
+//! ## Committing images
+//!
+//! [`commit_image`] turns uncompressed layer tars and an image config into
+//! an image of the store: layers compressed (gzip by default, in parallel;
+//! zstd; or none) and reused across commits, config and manifest (Docker
+//! media types by default, as BuildKit's image exporter), image record and
+//! tags. [`export_oci_tar`], [`export_docker_tar`], [`export_local_dir`]
+//! and [`export_tar`] are the other export targets of a build. See the
+//! [`image`] module for the decisions.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod compress;
 mod error;
+mod export;
+pub mod image;
 mod load;
 mod progress;
 mod save;
@@ -28,6 +41,11 @@ pub mod spec;
 mod tarball;
 
 pub use error::{Error, Result};
+pub use export::{export_docker_tar, export_local_dir, export_oci_tar, export_tar};
+pub use image::{
+    CommitOptions, CommitStats, CommittedImage, Compression, LayerInput, LayerSource, MediaTypes,
+    commit_image,
+};
 pub use load::{LoadedImage, load};
 pub use progress::Progress;
 pub use save::{ImageSelector, SaveFormat, SavedImage, save};

@@ -1,0 +1,253 @@
+//! Turning a directory of changes into a layer of the store: the layer
+//! tar (a blob, when wanted) and its diff id, and the directory itself
+//! renamed into `snapshots/<chain-id>/fs` (it already is an overlay lower
+//! directory, so nothing is re-extracted).
+//!
+//! Publishing follows `kiln-cache`'s snapshot protocol: the snapshot is
+//! assembled in `ingest/snapshot-XXXXXX/` (`fs/` and `snapshot.json`) and
+//! renamed into `snapshots/` under `locks/snapshot-<hex>.lock`. A snapshot
+//! already there for the chain id has the same content by construction
+//! (same diff ids) and wins.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use kiln_cache::{LayerStats, SnapshotMeta, Store, media_type};
+use kiln_oci::Digest;
+use kiln_runtime::{DiffOptions, write_diff};
+
+use crate::error::{Error, Result};
+use crate::fsref::{FsRef, Layer, LayerBlob};
+
+/// What to do with a directory of changes.
+pub(crate) struct Commit<'a> {
+    pub store: &'a Store,
+    /// The stack the changes apply to.
+    pub parent: &'a FsRef,
+    /// The directory (an overlay upper or plain content); moved away.
+    pub dir: &'a Path,
+    /// Paths relative to `dir` to leave out when they are empty (mount
+    /// points the runtime created).
+    pub placeholders: &'a [PathBuf],
+    /// Store the layer tar as a blob.
+    pub write_blob: bool,
+    pub source_date_epoch: Option<i64>,
+}
+
+impl Commit<'_> {
+    /// Blocking.
+    pub(crate) fn run(self) -> Result<Layer> {
+        let store = self.store;
+        // Mount points the runtime created are not changes: remove them,
+        // and the directories copied up only to hold them.
+        prune_placeholders(self.dir, self.placeholders, &self.parent.lowers());
+        let options = DiffOptions {
+            source_date_epoch: self.source_date_epoch,
+            skip_placeholders: Vec::new(),
+        };
+        let diff_err = |source| Error::Diff {
+            path: self.dir.to_owned(),
+            source,
+        };
+        let (summary, blob) = if self.write_blob {
+            let ingest = store.ingest_dir();
+            let mut tmp = tempfile::Builder::new()
+                .prefix("layer-")
+                .tempfile_in(&ingest)
+                .map_err(|e| Error::io("create temporary file in", &ingest, e))?;
+            let tmp_path = tmp.path().to_owned();
+            let summary = {
+                let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+                let s = write_diff(self.dir, &mut w, &options).map_err(diff_err)?;
+                w.flush().map_err(|e| Error::io("write", &tmp_path, e))?;
+                s
+            };
+            let file = tmp.as_file_mut();
+            file.rewind()
+                .map_err(|e| Error::io("rewind", &tmp_path, e))?;
+            let (digest, size) =
+                store.write_blob(&*file, Some(&summary.diff_id), Some(summary.size))?;
+            let blob = LayerBlob {
+                digest,
+                size,
+                media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
+            };
+            (summary, Some(blob))
+        } else {
+            let summary = write_diff(self.dir, std::io::sink(), &options).map_err(diff_err)?;
+            (summary, None)
+        };
+        let chain_id = self.parent.chain_id_with(&summary.diff_id);
+        let stats = LayerStats {
+            entries: summary.entries,
+            ..LayerStats::default()
+        };
+        let snapshot_dir = publish(
+            store,
+            &chain_id,
+            self.dir,
+            &summary.diff_id,
+            blob.as_ref(),
+            stats,
+        )?;
+        Ok(Layer {
+            diff_id: summary.diff_id,
+            snapshot_id: chain_id,
+            snapshot_dir,
+            blob,
+            empty: summary.entries == 0,
+        })
+    }
+}
+
+/// Removes `placeholders` (relative to `upper`) that are still empty,
+/// then every directory of `upper` that is empty, not opaque and has the
+/// mode and owner of the lower directory it covers: such a directory was
+/// only copied up (to hold a mount point, or a file created and removed
+/// again) and changes nothing but its mtime.
+fn prune_placeholders(upper: &Path, placeholders: &[PathBuf], lowers: &[PathBuf]) {
+    for p in placeholders {
+        remove_if_empty(&upper.join(p));
+    }
+    prune_dir(upper, Path::new(""), lowers);
+}
+
+/// Returns whether `upper/rel` is now empty.
+fn prune_dir(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dir = upper.join(rel);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for e in entries {
+        let Ok(e) = e else {
+            empty = false;
+            continue;
+        };
+        let child = rel.join(e.file_name());
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !is_dir || !prune_dir(upper, &child, lowers) {
+            empty = false;
+            continue;
+        }
+        let path = upper.join(&child);
+        let opaque = rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut [0u8; 4]).is_ok();
+        let Ok(md) = fs::symlink_metadata(&path) else {
+            empty = false;
+            continue;
+        };
+        let same = lowers
+            .iter()
+            .find_map(|l| fs::symlink_metadata(l.join(&child)).ok())
+            .is_some_and(|l| {
+                l.is_dir() && l.mode() == md.mode() && l.uid() == md.uid() && l.gid() == md.gid()
+            });
+        if opaque || !same || fs::remove_dir(&path).is_err() {
+            empty = false;
+        }
+    }
+    empty
+}
+
+fn remove_if_empty(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => {
+            let _ = fs::remove_file(path);
+        }
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir(path);
+        }
+        _ => {}
+    }
+}
+
+/// Moves `content` into `snapshots/<chain_id>/fs` (unless the snapshot
+/// exists) and returns the `fs` path.
+fn publish(
+    store: &Store,
+    chain_id: &Digest,
+    content: &Path,
+    diff_id: &Digest,
+    blob: Option<&LayerBlob>,
+    stats: LayerStats,
+) -> Result<PathBuf> {
+    if let Some(s) = store.snapshot(chain_id)? {
+        tracing::debug!(%chain_id, "snapshot exists; discarding the new copy");
+        return Ok(s.fs);
+    }
+    let lock_path = store
+        .root()
+        .join("locks")
+        .join(format!("snapshot-{}.lock", chain_id.hex()));
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    if let Some(s) = store.snapshot(chain_id)? {
+        return Ok(s.fs);
+    }
+    let ingest = store.ingest_dir();
+    let tmp = tempfile::Builder::new()
+        .prefix("snapshot-")
+        .tempdir_in(&ingest)
+        .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
+    let fs_dir = tmp.path().join("fs");
+    fs::rename(content, &fs_dir).map_err(|e| Error::io("move into the store", content, e))?;
+    let created = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let meta = SnapshotMeta {
+        chain_id: chain_id.clone(),
+        layer: blob.map_or_else(|| diff_id.clone(), |b| b.digest.clone()),
+        diff_id: diff_id.clone(),
+        compression: "none".to_owned(),
+        created,
+        stats,
+    };
+    let bytes = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Record {
+        path: tmp.path().join("snapshot.json"),
+        source,
+    })?;
+    let meta_path = tmp.path().join("snapshot.json");
+    write_synced(&meta_path, &bytes)?;
+    // Make the content durable before the rename publishes it.
+    let d = File::open(&fs_dir).map_err(|e| Error::io("open", &fs_dir, e))?;
+    rustix::fs::syncfs(&d).map_err(|e| Error::io("sync filesystem of", &fs_dir, e.into()))?;
+    let dest = store.snapshot_dir(chain_id);
+    let tmp_path = tmp.keep();
+    if let Err(e) = fs::rename(&tmp_path, &dest) {
+        let _ = fs::remove_dir_all(&tmp_path);
+        if store.snapshot(chain_id)?.is_some() {
+            return Ok(dest.join("fs"));
+        }
+        return Err(Error::io("rename into place", dest, e));
+    }
+    drop(lock);
+    tracing::debug!(%chain_id, %diff_id, "published snapshot");
+    Ok(dest.join("fs"))
+}
+
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io("create", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    f.sync_all().map_err(|e| Error::io("sync", path, e))
+}
+
+/// A fresh directory in the store's ingest area to assemble source
+/// content in (same filesystem as `snapshots/`).
+pub(crate) fn staging_dir(store: &Store, prefix: &str) -> Result<tempfile::TempDir> {
+    let ingest = store.ingest_dir();
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&ingest)
+        .map_err(|e| Error::io("create temporary directory in", &ingest, e))
+}

@@ -1,0 +1,328 @@
+//! [`Worker`]: the [`Executor`] that runs ops on the local store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use kiln_cache::Store;
+use kiln_runtime::{Runtime, RuntimeConfig};
+use kiln_solver::{
+    BoxError, CacheKey, ExecContext, Executor, Input, Lookup, MissReason, Op, SourceOp, Vertex,
+};
+
+use crate::error::{Error, Result, blocking};
+use crate::fileop::{self, FileOpEnv};
+use crate::fsref::FsRef;
+use crate::records::Records;
+use crate::sources::{self, LocalSpec};
+use crate::{MatcherFactory, exec, local};
+
+/// What a [`Worker`] is given besides the store.
+#[derive(Clone, Default)]
+pub struct WorkerConfig {
+    /// Local sources by name; `"context"` is the build context.
+    pub contexts: BTreeMap<String, PathBuf>,
+    /// Secrets by id (`RUN --mount=type=secret,id=…`).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id (`RUN --mount=type=ssh,id=…`).
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Pulls base images missing from the store; without it they are an
+    /// error.
+    pub registry: Option<kiln_registry::Client>,
+    /// Builds exclude matchers from patterns with Docker's
+    /// `.dockerignore` semantics (the frontend's matcher). Without it a
+    /// simpler built-in matcher is used.
+    pub exclude_matcher: Option<MatcherFactory>,
+    /// The runc binary (a path or a name looked up in `PATH`).
+    pub runc: Option<PathBuf>,
+    /// Clamp the times in written layer tars (`SOURCE_DATE_EPOCH`).
+    pub source_date_epoch: Option<i64>,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("contexts", &self.contexts)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("ssh", &self.ssh)
+            .field("registry", &self.registry.is_some())
+            .field("exclude_matcher", &self.exclude_matcher.is_some())
+            .field("runc", &self.runc)
+            .field("source_date_epoch", &self.source_date_epoch)
+            .finish()
+    }
+}
+
+/// State shared by the op implementations.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub config: WorkerConfig,
+    pub runtime: Runtime,
+    pub matcher: MatcherFactory,
+    /// `<root>/build`.
+    pub build_dir: PathBuf,
+    /// `<root>/build/tmp`: mounts and work directories.
+    pub tmp: PathBuf,
+    /// `<root>/cache-mounts`.
+    pub cache_mounts: PathBuf,
+    records: Records,
+    http: OnceLock<reqwest::Client>,
+}
+
+impl Shared {
+    pub(crate) fn http_client(&self) -> reqwest::Result<reqwest::Client> {
+        if let Some(c) = self.http.get() {
+            return Ok(c.clone());
+        }
+        kiln_registry::install_crypto_provider();
+        let c = reqwest::Client::builder()
+            .user_agent(format!("kiln/{}", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(self.http.get_or_init(|| c).clone())
+    }
+}
+
+/// Executes solver ops on the local store. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("root", &self.shared.store.root())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker on `store`. Creates `<root>/build/` (cache records, stat
+    /// caches, temporary mounts and container state) and
+    /// `<root>/cache-mounts/`; removes leftovers of earlier runs in
+    /// `<root>/build/tmp`.
+    pub fn new(store: Store, config: WorkerConfig) -> Result<Worker> {
+        let root = store.root().to_owned();
+        let build_dir = root.join("build");
+        let tmp = build_dir.join("tmp");
+        let cache_dir = build_dir.join("cache");
+        let cache_mounts = root.join("cache-mounts");
+        for d in [&build_dir, &tmp, &cache_dir, &cache_mounts] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create directory", d, e))?;
+        }
+        let mut rc = RuntimeConfig::new(build_dir.join("runtime"));
+        if let Some(runc) = &config.runc {
+            rc.runc = runc.clone();
+        }
+        let runtime = Runtime::new(rc)?;
+        let matcher: MatcherFactory = match &config.exclude_matcher {
+            Some(m) => m.clone(),
+            None => Arc::new(|patterns: &[String]| Ok(local::default_matcher(patterns))),
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                records: Records::new(store.clone(), cache_dir),
+                store,
+                config,
+                runtime,
+                matcher,
+                build_dir,
+                tmp,
+                cache_mounts,
+                http: OnceLock::new(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.shared.config
+    }
+
+    fn local_spec(&self, op: &SourceOp) -> Result<Option<LocalSpec>> {
+        let SourceOp::Local {
+            name,
+            include_patterns,
+            exclude_patterns,
+            follow_paths,
+        } = op
+        else {
+            return Ok(None);
+        };
+        Ok(Some(LocalSpec {
+            dir: sources::local_dir(&self.shared, name)?,
+            follow: follow_paths.clone(),
+            include: include_patterns.clone(),
+            exclude: exclude_patterns.clone(),
+        }))
+    }
+
+    /// Executes one op on its inputs' results.
+    pub async fn execute(
+        &self,
+        vertex: &Vertex,
+        inputs: Vec<FsRef>,
+        ctx: &ExecContext,
+    ) -> Result<FsRef> {
+        let shared = &self.shared;
+        match vertex.op() {
+            Op::Source(src) => match src {
+                SourceOp::Image {
+                    reference,
+                    platform,
+                    resolved_digest,
+                } => {
+                    sources::image(shared, reference, platform, resolved_digest.as_ref(), ctx).await
+                }
+                SourceOp::Local { .. } => {
+                    let spec = self.local_spec(src)?.expect("a local source");
+                    let shared = self.shared.clone();
+                    blocking(move || sources::local(&shared, &spec)).await
+                }
+                SourceOp::Http {
+                    url,
+                    checksum,
+                    filename,
+                } => sources::http(shared, url, checksum.as_ref(), filename.as_deref(), ctx).await,
+                SourceOp::Git {
+                    remote,
+                    ref_,
+                    keep_git_dir,
+                    subdir,
+                } => {
+                    sources::git(
+                        shared,
+                        remote,
+                        ref_.as_deref(),
+                        *keep_git_dir,
+                        subdir.as_deref(),
+                    )
+                    .await
+                }
+            },
+            Op::Exec(op) => exec::run(shared, op, &inputs, ctx).await,
+            Op::File(op) => {
+                let shared = self.shared.clone();
+                let op = op.clone();
+                blocking(move || {
+                    let env = FileOpEnv {
+                        store: &shared.store,
+                        tmp: &shared.tmp,
+                        matcher: &shared.matcher,
+                        source_date_epoch: shared.config.source_date_epoch,
+                    };
+                    fileop::run(&env, &op, &inputs)
+                })
+                .await
+            }
+            Op::Merge(_) => Ok(merge(&inputs)),
+            Op::Diff(d) => diff(&inputs[d.lower], &inputs[d.upper]),
+        }
+    }
+}
+
+/// The inputs' stacks one on another; an input whose stack starts with
+/// everything merged so far only adds its remaining layers.
+pub(crate) fn merge(inputs: &[FsRef]) -> FsRef {
+    let mut acc = FsRef::scratch();
+    for input in inputs {
+        if acc.is_prefix_of(input) {
+            acc = input.clone();
+        } else {
+            let mut layers = acc.layers().to_vec();
+            layers.extend(input.layers().iter().cloned());
+            acc = FsRef::from_layers(layers);
+        }
+    }
+    acc
+}
+
+/// `upper`'s layers above `lower`, which must be a prefix of it.
+pub(crate) fn diff(lower: &FsRef, upper: &FsRef) -> Result<FsRef> {
+    if !lower.is_prefix_of(upper) {
+        return Err(Error::DiffUnsupported {
+            lower: lower.len(),
+            upper: upper.len(),
+        });
+    }
+    Ok(FsRef::from_layers(upper.layers()[lower.len()..].to_vec()))
+}
+
+const IMAGE_CACHE_KEY_DOMAIN: &[u8] = b"kiln.cachekey.image.v1\0";
+const LOCAL_CACHE_KEY_DOMAIN: &[u8] = b"kiln.cachekey.local.v1\0";
+
+#[async_trait::async_trait]
+impl Executor for Worker {
+    type Output = FsRef;
+
+    async fn cache_key(
+        &self,
+        vertex: &Vertex,
+        inputs: &[Input<FsRef>],
+    ) -> Result<CacheKey, BoxError> {
+        if let Op::Source(src) = vertex.op()
+            && let Some(spec) = self.local_spec(src)?
+        {
+            let shared = self.shared.clone();
+            let content = blocking(move || sources::local_key(&shared, &spec)).await?;
+            let mut h = blake3::Hasher::new();
+            h.update(LOCAL_CACHE_KEY_DOMAIN);
+            h.update(&content);
+            return Ok(CacheKey::from_bytes(*h.finalize().as_bytes()));
+        }
+        let keys: Vec<CacheKey> = inputs.iter().map(|i| i.key).collect();
+        let derived = CacheKey::derive(vertex, &keys);
+        if let Op::Source(SourceOp::Image {
+            reference,
+            resolved_digest,
+            ..
+        }) = vertex.op()
+        {
+            // Key the image by what the reference names in the store now.
+            let store = self.shared.store.clone();
+            let (r, d) = (reference.clone(), resolved_digest.clone());
+            let found = blocking(move || sources::find_image(&store, &r, d.as_ref())).await?;
+            if let Some(record) = found {
+                let mut h = blake3::Hasher::new();
+                h.update(IMAGE_CACHE_KEY_DOMAIN);
+                h.update(derived.as_bytes());
+                h.update(record.manifest_digest.as_str().as_bytes());
+                return Ok(CacheKey::from_bytes(*h.finalize().as_bytes()));
+            }
+        }
+        Ok(derived)
+    }
+
+    async fn lookup(&self, _vertex: &Vertex, key: &CacheKey) -> Result<Lookup<FsRef>, BoxError> {
+        let records = self.shared.records.clone();
+        let key = *key;
+        match blocking(move || records.load(&key)).await? {
+            Some(fs) => Ok(Lookup::Hit(fs)),
+            None => Ok(Lookup::Miss(MissReason::NoRecord)),
+        }
+    }
+
+    async fn exec(
+        &self,
+        vertex: &Vertex,
+        inputs: Vec<FsRef>,
+        ctx: ExecContext,
+    ) -> Result<FsRef, BoxError> {
+        Ok(self.execute(vertex, inputs, &ctx).await?)
+    }
+
+    async fn store(
+        &self,
+        _vertex: &Vertex,
+        key: &CacheKey,
+        output: &FsRef,
+    ) -> Result<(), BoxError> {
+        let records = self.shared.records.clone();
+        let (key, output) = (*key, output.clone());
+        Ok(blocking(move || records.save(&key, &output)).await?)
+    }
+}
