@@ -59,6 +59,13 @@ pub enum LayerSource {
     /// A function opening the tar stream. See [`LayerInput::reader`] for a
     /// stream that can be read only once.
     Open(Arc<OpenLayer>),
+    /// A compressed (or plain) blob already in the store, used as it is: a
+    /// base image's layer is never recompressed.
+    Existing {
+        digest: Digest,
+        size: u64,
+        media_type: String,
+    },
 }
 
 impl std::fmt::Debug for LayerSource {
@@ -67,6 +74,9 @@ impl std::fmt::Debug for LayerSource {
             LayerSource::Blob => f.write_str("Blob"),
             LayerSource::Path(path) => f.debug_tuple("Path").field(path).finish(),
             LayerSource::Open(_) => f.write_str("Open(..)"),
+            LayerSource::Existing { digest, .. } => {
+                f.debug_tuple("Existing").field(digest).finish()
+            }
         }
     }
 }
@@ -111,6 +121,24 @@ impl LayerInput {
         }
     }
 
+    /// A layer blob already in the store (e.g. a base image's compressed
+    /// layer) that goes into the manifest as it is.
+    pub fn existing(
+        diff_id: Digest,
+        digest: Digest,
+        size: u64,
+        media_type: impl Into<String>,
+    ) -> LayerInput {
+        LayerInput {
+            diff_id,
+            source: LayerSource::Existing {
+                digest,
+                size,
+                media_type: media_type.into(),
+            },
+        }
+    }
+
     /// The layer opened by `open` (called once per use).
     pub fn open_with(
         diff_id: Digest,
@@ -148,9 +176,39 @@ impl LayerInput {
                 path: None,
                 source,
             })?,
+            LayerSource::Existing { digest, .. } => {
+                let file = store.open_blob(digest).map_err(|e| match e {
+                    kiln_cache::Error::BlobNotFound { .. } => Error::MissingBlob {
+                        digest: digest.clone(),
+                        referenced_by: format!("layer #{index}"),
+                    },
+                    e => Error::Store(e),
+                })?;
+                decompressing(BufReader::with_capacity(1 << 17, file)).map_err(|source| {
+                    Error::OpenLayer {
+                        layer: index,
+                        path: None,
+                        source,
+                    }
+                })?
+            }
         };
         Ok(reader)
     }
+}
+
+/// Wraps a layer blob in the decoder its magic bytes call for (gzip, zstd
+/// or none).
+fn decompressing(mut r: BufReader<File>) -> io::Result<Box<dyn Read + Send>> {
+    use std::io::BufRead;
+    let head = r.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
 }
 
 /// How layers are compressed.
@@ -292,7 +350,12 @@ pub fn commit_image(
             layers: layers.len(),
         });
     }
-    let oci = opts.media_types == MediaTypes::Oci || opts.compression == Compression::Zstd;
+    let existing_zstd = layers.iter().any(|l| {
+        matches!(&l.source, LayerSource::Existing { media_type, .. } if media_type.contains("zstd"))
+    });
+    let oci = opts.media_types == MediaTypes::Oci
+        || opts.compression == Compression::Zstd
+        || existing_zstd;
     if opts.media_types == MediaTypes::Docker && opts.compression == Compression::Zstd {
         tracing::debug!("zstd layers have no Docker media type: using OCI media types");
     }
@@ -304,6 +367,27 @@ pub fn commit_image(
     let mut diff_ids = Vec::with_capacity(layers.len());
     let mut new_entries = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
+        if let LayerSource::Existing {
+            digest,
+            size,
+            media_type,
+        } = &layer.source
+        {
+            let actual = store.blob_size(digest)?;
+            if actual != *size {
+                return Err(Error::Store(kiln_cache::Error::BlobNotFound {
+                    digest: digest.clone(),
+                }));
+            }
+            stats.reused += 1;
+            descriptors.push(Descriptor::new(
+                &existing_media_type(media_type, oci),
+                digest.clone(),
+                *size,
+            ));
+            diff_ids.push(layer.diff_id.clone());
+            continue;
+        }
         let outcome = commit_layer(store, &index, layer, i, opts.compression, level, threads)?;
         match outcome {
             LayerOutcome::Empty => {
@@ -410,6 +494,18 @@ fn effective_level(opts: &CommitOptions) -> Result<i32> {
             max: *range.end(),
         }),
     }
+}
+
+/// The media type of an existing layer blob in a Docker or OCI manifest.
+fn existing_media_type(media_type: &str, oci: bool) -> String {
+    let compression = if media_type.contains("zstd") {
+        Compression::Zstd
+    } else if media_type.contains("gzip") {
+        Compression::Gzip
+    } else {
+        Compression::Uncompressed
+    };
+    layer_media_type(compression, oci).to_string()
 }
 
 fn layer_media_type(compression: Compression, oci: bool) -> &'static str {

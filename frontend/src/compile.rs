@@ -66,6 +66,18 @@ pub struct CompileOptions {
     pub default_network: NetworkMode,
     /// `--add-host host:ip`.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--no-cache` (every stage) or `--no-cache-filter` (these stages, by
+    /// name or index): their steps skip cache lookups.
+    pub no_cache: NoCache,
+}
+
+/// Which stages run without looking up the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NoCache {
+    #[default]
+    None,
+    All,
+    Stages(BTreeSet<String>),
 }
 
 impl Default for CompileOptions {
@@ -77,6 +89,7 @@ impl Default for CompileOptions {
             source_date_epoch: None,
             default_network: NetworkMode::None,
             extra_hosts: Vec::new(),
+            no_cache: NoCache::None,
         }
     }
 }
@@ -252,6 +265,7 @@ struct Ctx<'g, 'p> {
     stage_name: String,
     platform: String,
     steps: usize,
+    ignore_cache: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -262,8 +276,10 @@ impl Ctx<'_, '_> {
         name: String,
         span: Span,
     ) -> Result<VertexId, CompileError> {
+        let mut meta = OpMetadata::named(name);
+        meta.ignore_cache = self.ignore_cache;
         self.graph
-            .add(op, inputs, OpMetadata::named(name))
+            .add(op, inputs, meta)
             .map_err(|e| err(CompileErrorKind::Graph(e.to_string()), span))
     }
 
@@ -350,6 +366,17 @@ fn compile_stage<'p>(
         stage_name: stage.name.clone().unwrap_or_else(|| format!("stage-{i}")),
         platform: platform.clone(),
         steps: stage.instructions.len() + 1,
+        ignore_cache: match &copts.no_cache {
+            NoCache::None => false,
+            NoCache::All => true,
+            NoCache::Stages(names) => {
+                names.contains(&i.to_string())
+                    || stage
+                        .name
+                        .as_ref()
+                        .is_some_and(|n| names.contains(&n.to_lowercase()))
+            }
+        },
     };
     let from_span = stage.from.span;
     let mut state = match &stage.base {
@@ -896,23 +923,20 @@ fn compile_run(
         }
     };
 
-    let Some(root) = state.root else {
-        // BuildKit runs on an empty filesystem for scratch; so do we.
-        let empty = ctx.add(
-            Op::File(FileOp {
-                base: None,
-                actions: vec![],
-            }),
-            vec![],
-            "[internal] scratch".into(),
-            span,
-        )?;
-        state.root = Some(empty);
-        return compile_run(ctx, state, ins, run, mounts, step);
+    // On scratch the root mount has no input: the process starts on an
+    // empty filesystem, and the step still adds exactly one layer.
+    let mut inputs = Vec::new();
+    let root_mount = match state.root {
+        Some(root) => {
+            inputs.push(root);
+            ExecMount::root(0)
+        }
+        None => ExecMount {
+            input: None,
+            ..ExecMount::root(0)
+        },
     };
-
-    let mut inputs = vec![root];
-    let mut exec_mounts = vec![ExecMount::root(0)];
+    let mut exec_mounts = vec![root_mount];
     let mut secret_env = Vec::new();
     let mut env: Vec<String> = state
         .scope
@@ -1583,5 +1607,31 @@ mod tests {
             "{}",
             c.graph.dump()
         );
+    }
+
+    #[test]
+    fn no_cache_filter_marks_only_that_stage() {
+        let o = opts();
+        let mut p = plan(
+            &parse("FROM busybox AS a\nRUN one\nFROM busybox\nRUN two\n").unwrap(),
+            &o,
+        )
+        .unwrap();
+        let images = busybox();
+        p.reachable = vec![0, 1];
+        let copts = CompileOptions {
+            no_cache: NoCache::Stages(BTreeSet::from(["a".to_string()])),
+            ..Default::default()
+        };
+        let c = compile(&p, &o, &copts, &images).unwrap();
+        let dump = c.graph.dump();
+        let line = |needle: &str| {
+            dump.lines()
+                .find(|l| l.contains(needle))
+                .unwrap()
+                .to_string()
+        };
+        assert!(line("RUN one").ends_with("no-cache"), "{dump}");
+        assert!(!line("RUN two").ends_with("no-cache"), "{dump}");
     }
 }
