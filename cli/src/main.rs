@@ -1,6 +1,7 @@
 //! The `kiln` binary: parses arguments, calls one library function per
 //! command, prints the result. Exit codes are documented in README.md.
 
+mod buildprogress;
 mod commands;
 mod format;
 mod help;
@@ -55,6 +56,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from a Dockerfile
+    Build(Box<commands::build::BuildArgs>),
     /// Inspect how kiln reads a Dockerfile
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
     init_logging(if cli.debug { "debug" } else { &cli.log_level });
     let ctx = commands::Context { root: cli.root };
     let result = match cli.command {
+        Command::Build(a) => commands::build::run(&ctx, *a),
         Command::Debug(cmd) => commands::debug::run(&ctx, cmd),
         Command::History(a) => commands::history::run(&ctx, a),
         Command::Image(cmd) => commands::run_image(&ctx, cmd),

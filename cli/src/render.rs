@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use kiln_frontend::diagnostic::code_frame;
 
-/// An error that points into a Dockerfile.
+/// An error that points into a Dockerfile; the message is complete (see
+/// [`DockerfileError::parse`] for Dockerfile errors).
 #[derive(Debug)]
 pub struct DockerfileError {
     pub name: String,
@@ -18,15 +19,31 @@ pub struct DockerfileError {
 
 impl std::fmt::Display for DockerfileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "dockerfile parse error on line {}: {}",
-            self.span.start_line, self.message
-        )
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for DockerfileError {}
+
+impl DockerfileError {
+    /// A mistake in the Dockerfile itself: BuildKit's wording.
+    pub fn parse(
+        name: &str,
+        source: &str,
+        span: kiln_frontend::parser::Span,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        DockerfileError {
+            name: name.to_string(),
+            source: source.to_string(),
+            span,
+            message: format!(
+                "dockerfile parse error on line {}: {message}",
+                span.start_line
+            ),
+        }
+    }
+}
 
 /// An error Docker reports in one line, `Error: <message>` (`No such
 /// image: foo`, `invalid filter 'x'`), printed as Docker prints it.

@@ -26,6 +26,16 @@ use crate::stages::{Base, BuildOptions, Expanded, Plan, StageError, StageScope};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The comment BuildKit puts on every history entry it writes.
 pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+/// Vertex metadata key holding the Dockerfile lines (`start-end`) a vertex
+/// comes from; not part of the vertex digest.
+pub const SPAN_KEY: &str = "kiln.dockerfile.lines";
+
+/// The Dockerfile lines recorded in a vertex's metadata.
+pub fn span_of(meta: &OpMetadata) -> Option<Span> {
+    let (a, b) = meta.description.get(SPAN_KEY)?.split_once('-')?;
+    Some(Span::lines(a.parse().ok()?, b.parse().ok()?))
+}
+
 /// The name of the build context's local source.
 pub const CONTEXT_NAME: &str = "context";
 
@@ -278,6 +288,12 @@ impl Ctx<'_, '_> {
     ) -> Result<VertexId, CompileError> {
         let mut meta = OpMetadata::named(name);
         meta.ignore_cache = self.ignore_cache;
+        if span.start_line > 0 {
+            meta.description.insert(
+                SPAN_KEY.into(),
+                format!("{}-{}", span.start_line, span.end_line),
+            );
+        }
         self.graph
             .add(op, inputs, meta)
             .map_err(|e| err(CompileErrorKind::Graph(e.to_string()), span))

@@ -67,12 +67,7 @@ fn llb_cmd(ctx: &super::Context, a: StagesArgs) -> anyhow::Result<()> {
     opts.target = a.target;
     opts.build_args = parse_build_args(&a.build_args);
     let name = display_name(&a.file.file);
-    let frame = |span, message: String| DockerfileError {
-        name: name.clone(),
-        source: source.clone(),
-        span,
-        message,
-    };
+    let frame = |span, message: String| DockerfileError::parse(&name, &source, span, message);
     let mut plan = stages::plan(&df, &opts).map_err(|e| frame(e.span, e.to_string()))?;
     let store = ctx
         .root_dir()
@@ -133,12 +128,8 @@ pub fn load(path: &PathBuf) -> anyhow::Result<(String, Dockerfile)> {
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let name = display_name(path);
-    let df = parser::parse(&source).map_err(|e| DockerfileError {
-        name: name.clone(),
-        source: source.clone(),
-        span: e.span,
-        message: e.to_string(),
-    })?;
+    let df =
+        parser::parse(&source).map_err(|e| DockerfileError::parse(&name, &source, e.span, &e))?;
     Ok((source, df))
 }
 
@@ -172,12 +163,8 @@ fn stages_cmd(a: StagesArgs) -> anyhow::Result<()> {
     opts.target = a.target;
     opts.build_args = parse_build_args(&a.build_args);
     let name = display_name(&a.file.file);
-    let plan = stages::plan(&df, &opts).map_err(|e| DockerfileError {
-        name,
-        source,
-        span: e.span,
-        message: e.to_string(),
-    })?;
+    let plan =
+        stages::plan(&df, &opts).map_err(|e| DockerfileError::parse(&name, &source, e.span, &e))?;
     for s in &plan.stages {
         let base = match &s.base {
             Base::Scratch => "scratch".to_string(),

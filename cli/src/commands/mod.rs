@@ -1,6 +1,7 @@
 //! One module per command; this one holds what they share: the store
 //! location and the `image`/`system` command groups.
 
+pub mod build;
 pub mod debug;
 pub mod history;
 pub mod images;

@@ -1,0 +1,468 @@
+//! `kiln build`: parses Docker's build flags, calls `kiln_driver::build`,
+//! renders progress and the result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln_driver::{BuildError, BuildRequest, Output};
+use kiln_exporter::Compression;
+use kiln_frontend::compile::NoCache;
+use kiln_solver::NetworkMode;
+
+use super::Context;
+use crate::buildprogress::{ProgressMode, Renderer};
+use crate::render::DockerfileError;
+
+#[derive(Args, Debug)]
+#[command(about = "Build an image from a Dockerfile")]
+pub struct BuildArgs {
+    /// Name and optionally a tag (format: "name:tag")
+    #[arg(short = 't', long = "tag", value_name = "stringArray")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads standard input)
+    #[arg(short = 'f', long = "file", value_name = "string")]
+    file: Option<PathBuf>,
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "stringArray")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long, value_name = "string")]
+    target: Option<String>,
+    /// Do not use cache when building the image
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+    /// Do not cache specified stages
+    #[arg(long = "no-cache-filter", value_name = "stringArray")]
+    no_cache_filter: Vec<String>,
+    /// Always attempt to pull all referenced images
+    #[arg(long)]
+    pull: bool,
+    /// Set target platform for build
+    #[arg(long, value_name = "string")]
+    platform: Option<String>,
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "stringArray")]
+    labels: Vec<String>,
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to a file
+    #[arg(long, value_name = "string")]
+    iidfile: Option<PathBuf>,
+    /// Set type of progress output ("auto", "tty", "plain", "rawjson", "quiet")
+    #[arg(long, value_name = "string", default_value = "auto")]
+    progress: ProgressMode,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret|,env=VAR]")
+    #[arg(long = "secret", value_name = "stringArray")]
+    secrets: Vec<String>,
+    /// SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>]")
+    #[arg(long = "ssh", value_name = "stringArray")]
+    ssh: Vec<String>,
+    /// Set the networking mode for the RUN instructions during build ("none", "host", "default")
+    #[arg(long, value_name = "string")]
+    network: Option<String>,
+    /// Add a custom host-to-IP mapping (format: "host:ip")
+    #[arg(long = "add-host", value_name = "list")]
+    add_hosts: Vec<String>,
+    /// Additional build contexts (e.g., name=path)
+    #[arg(long = "build-context", value_name = "stringArray")]
+    build_contexts: Vec<String>,
+    /// Output destination (format: "type=local,dest=path")
+    #[arg(short = 'o', long = "output", value_name = "stringArray")]
+    outputs: Vec<String>,
+    /// Print why each stage's first step missed the cache
+    #[arg(long)]
+    explain: bool,
+    /// Build context directory
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+}
+
+pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
+    if a.path.as_os_str() == "-" {
+        bail!(
+            "reading the build context from standard input is not supported yet: pass a directory (use -f - for a Dockerfile on standard input)"
+        );
+    }
+    let context_dir = a
+        .path
+        .canonicalize()
+        .with_context(|| format!("unable to prepare context: path {:?} not found", a.path))?;
+    if !context_dir.is_dir() {
+        bail!(
+            "unable to prepare context: path {:?} is not a directory",
+            a.path
+        );
+    }
+    let (dockerfile_path, dockerfile_name, dockerfile) =
+        read_dockerfile(&context_dir, a.file.as_deref())?;
+    let ignore_patterns = read_ignore(&context_dir, dockerfile_path.as_deref(), &dockerfile_name)?;
+
+    let mut req = BuildRequest::new(&context_dir, dockerfile.clone());
+    req.dockerfile_name = dockerfile_name.clone();
+    req.ignore_patterns = ignore_patterns;
+    req.build_args = super::debug::parse_build_args(&a.build_args);
+    req.target = a.target.clone();
+    req.platform = a
+        .platform
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid --platform: {e}"))?;
+    req.tags = a
+        .tags
+        .iter()
+        .map(|t| {
+            kiln_oci::Reference::parse_docker_ref(t)
+                .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    req.labels = a
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect();
+    req.no_cache = if a.no_cache {
+        NoCache::All
+    } else if !a.no_cache_filter.is_empty() {
+        NoCache::Stages(
+            a.no_cache_filter
+                .iter()
+                .map(|s| s.to_lowercase())
+                .collect::<BTreeSet<_>>(),
+        )
+    } else {
+        NoCache::None
+    };
+    req.pull = a.pull;
+    req.secrets = parse_secrets(&a.secrets)?;
+    req.ssh = parse_ssh(&a.ssh)?;
+    req.network = match a.network.as_deref() {
+        None | Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some("default") => NetworkMode::Default,
+        Some(other) => {
+            bail!("network mode {other:?} not supported by kiln: use none, host or default")
+        }
+    };
+    req.add_hosts = a
+        .add_hosts
+        .iter()
+        .map(|h| {
+            h.split_once([':', '='])
+                .map(|(h, ip)| (h.to_string(), ip.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("invalid --add-host {h:?}: expected host:ip"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    req.build_contexts = a
+        .build_contexts
+        .iter()
+        .map(|c| {
+            let (name, path) = c.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("invalid --build-context {c:?}: expected name=path")
+            })?;
+            if path.contains("://") {
+                bail!("--build-context {name}={path}: only local directories are supported so far");
+            }
+            Ok((
+                name.to_string(),
+                PathBuf::from(path)
+                    .canonicalize()
+                    .with_context(|| format!("build context {name}: {path} not found"))?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (outputs, compression, level) = parse_outputs(&a.outputs)?;
+    req.outputs = outputs;
+    req.compression = compression;
+    req.compression_level = level;
+    req.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+
+    let store = ctx.store()?;
+    let mode = if a.quiet {
+        ProgressMode::Quiet
+    } else {
+        a.progress
+    };
+    let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    let registry = kiln_registry::Client::new(
+        kiln_registry::ClientConfig::default(),
+        kiln_registry::CredentialStore::from_env().ok(),
+    )
+    .ok();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut renderer = Renderer::new(mode);
+    let result = runtime.block_on(async {
+        let build = kiln_driver::build(&store, &req, registry, Some(tx));
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                biased;
+                Some(event) = rx.recv() => renderer.handle(&event),
+                result = &mut build => {
+                    while let Ok(event) = rx.try_recv() {
+                        renderer.handle(&event);
+                    }
+                    break result;
+                }
+            }
+        }
+    });
+    renderer.finish_all(result.is_ok());
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => return Err(render_error(e, &renderer, &dockerfile_name, &dockerfile)),
+    };
+
+    for w in &outcome.warnings {
+        let at = w
+            .span
+            .map(|s| format!(" ({dockerfile_name}:{})", s.start_line))
+            .unwrap_or_default();
+        renderer.println(&format!(" - {}: {}{at}", w.rule, w.message));
+    }
+    if a.explain {
+        if outcome.explanations.is_empty() {
+            renderer.println("explain: every step came from the cache");
+        }
+        for e in &outcome.explanations {
+            renderer.println(&format!("explain: {} ran: {}", e.step, e.reason));
+        }
+    }
+    if let Some(image) = &outcome.image {
+        if !a.quiet {
+            renderer.println(&format!("writing image {} done", image.id));
+            for t in &image.tags {
+                renderer.println(&format!("naming to {t} done"));
+            }
+        }
+        if let Some(path) = &a.iidfile {
+            std::fs::write(path, image.id.to_string())
+                .with_context(|| format!("failed to write {}", path.display()))?;
+        }
+        if a.quiet {
+            println!("{}", image.id);
+        }
+    }
+    Ok(())
+}
+
+fn render_error(e: BuildError, renderer: &Renderer, name: &str, source: &str) -> anyhow::Error {
+    match e {
+        BuildError::Dockerfile { span, message } => {
+            DockerfileError::parse(name, source, span, message).into()
+        }
+        BuildError::BaseImage { span, .. } if span.start_line > 0 => {
+            let message = format!("failed to solve: {e}");
+            DockerfileError {
+                name: name.to_string(),
+                source: source.to_string(),
+                span,
+                message,
+            }
+            .into()
+        }
+        BuildError::Step {
+            step,
+            digest,
+            span,
+            message,
+        } => {
+            let tail = renderer.tail_of(&digest);
+            if !tail.is_empty() {
+                eprintln!("------\n > {step}:");
+                for line in &tail {
+                    eprintln!("{line}");
+                }
+                eprintln!("------");
+            }
+            let message = format!("failed to solve: {message}");
+            match span {
+                Some(span) => DockerfileError {
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    span,
+                    message,
+                }
+                .into(),
+                None => anyhow::anyhow!(message),
+            }
+        }
+        other => other.into(),
+    }
+}
+
+fn read_dockerfile(
+    context: &Path,
+    file: Option<&Path>,
+) -> anyhow::Result<(Option<PathBuf>, String, String)> {
+    match file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from standard input")?;
+            Ok((None, "Dockerfile".into(), s))
+        }
+        _ => {
+            let path = match file {
+                Some(f) if f.is_absolute() => f.to_path_buf(),
+                Some(f) => std::env::current_dir()?.join(f),
+                None => context.join("Dockerfile"),
+            };
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("failed to read dockerfile: open {}", path.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "Dockerfile".into());
+            Ok((
+                Some(path),
+                name,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        }
+    }
+}
+
+/// `<Dockerfile>.dockerignore` next to the Dockerfile wins over the
+/// context's `.dockerignore`.
+fn read_ignore(
+    context: &Path,
+    dockerfile: Option<&Path>,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut candidates = Vec::new();
+    if let Some(df) = dockerfile {
+        let dir = df.parent().unwrap_or(context);
+        candidates.push(dir.join(format!("{name}.dockerignore")));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for c in candidates {
+        if let Ok(bytes) = std::fs::read(&c) {
+            return kiln_frontend::dockerignore::read_ignore_file(&bytes)
+                .with_context(|| format!("reading {}", c.display()));
+        }
+    }
+    Ok(Vec::new())
+}
+
+fn parse_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("invalid --secret {spec:?}: expected id=ID[,src=PATH|,env=VAR]"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow::anyhow!("invalid --secret {spec:?}: id is required"))?;
+        let value = match (src, env) {
+            (Some(src), _) => {
+                std::fs::read(&src).with_context(|| format!("secret {id}: failed to read {src}"))?
+            }
+            (None, Some(env)) => std::env::var(&env)
+                .with_context(|| format!("secret {id}: environment variable {env} is not set"))?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => v.into_bytes(),
+                Err(_) => std::fs::read(&id).with_context(|| {
+                    format!(
+                        "secret {id}: no src, no env, and neither a variable nor a file named {id}"
+                    )
+                })?,
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
+}
+
+fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => {
+                let sock = std::env::var("SSH_AUTH_SOCK")
+                    .with_context(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set"))?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+type Outputs = (Vec<Output>, Compression, Option<i32>);
+
+fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
+    let mut outputs = Vec::new();
+    let mut compression = Compression::Gzip;
+    let mut level = None;
+    for spec in specs {
+        if !spec.contains('=') {
+            outputs.push(Output::Local(PathBuf::from(spec)));
+            continue;
+        }
+        let mut kind = None;
+        let mut dest = None;
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("invalid --output {spec:?}"))?;
+            match k {
+                "type" => kind = Some(v.to_string()),
+                "dest" => dest = Some(PathBuf::from(v)),
+                "compression" => {
+                    compression = match v {
+                        "gzip" => Compression::Gzip,
+                        "zstd" => Compression::Zstd,
+                        "uncompressed" => Compression::Uncompressed,
+                        _ => bail!("unsupported compression {v:?}: use gzip, zstd or uncompressed"),
+                    }
+                }
+                "compression-level" => {
+                    level = Some(
+                        v.parse()
+                            .with_context(|| format!("invalid compression-level {v:?}"))?,
+                    )
+                }
+                "name" | "force-compression" | "oci-mediatypes" => {}
+                _ => bail!("unsupported --output option {k:?}"),
+            }
+        }
+        let need = |dest: Option<PathBuf>, t: &str| {
+            dest.ok_or_else(|| anyhow::anyhow!("--output type={t} needs dest=PATH"))
+        };
+        outputs.push(match kind.as_deref().unwrap_or("image") {
+            "image" | "moby" => Output::Image,
+            "oci" => Output::OciTar(need(dest, "oci")?),
+            "docker" => Output::DockerTar(need(dest, "docker")?),
+            "local" => Output::Local(need(dest, "local")?),
+            "tar" => Output::Tar(need(dest, "tar")?),
+            "registry" => bail!(
+                "--output type=registry is not supported yet (kiln push is not implemented either)"
+            ),
+            other => bail!("unsupported --output type {other:?}"),
+        });
+    }
+    if outputs.is_empty() {
+        outputs.push(Output::Image);
+    }
+    Ok((outputs, compression, level))
+}

@@ -1,0 +1,268 @@
+//! `kiln build` with the real binary, real overlayfs and real runc, on a
+//! busybox image made inside the test from Debian's busybox-static.
+//! Needs root, runc and /bin/busybox (scripts/test.sh installs them); each
+//! test prints why and returns when they are missing.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+fn available() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let busybox = Path::new("/bin/busybox").exists();
+    if !(root && runc && busybox) {
+        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
+    }
+    root && runc && busybox
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // A busybox base image, imported like any rootfs tarball.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_path_with_name("/bin/busybox", "bin/busybox")
+            .unwrap();
+        for applet in [
+            "sh", "echo", "cat", "ls", "mkdir", "cp", "test", "id", "touch", "rm", "stat", "env",
+            "true", "sleep",
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+                .unwrap();
+        }
+        let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+        let group = b"root:x:0:\napp:x:1000:\n";
+        for (path, data) in [("etc/passwd", &passwd[..]), ("etc/group", &group[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        let tar = env.path("busybox.tar");
+        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        env.ok(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            tar.to_str().unwrap(),
+            "busybox:test",
+        ]);
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn kiln(&self) -> Command {
+        let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_ROOT", self.path("store"))
+            .env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.kiln().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kiln {args:?} failed:\n{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    }
+
+    /// Writes a context directory with `files`.
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.path(name);
+        for (p, content) in files {
+            let f = dir.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, content).unwrap();
+        }
+        dir
+    }
+}
+
+#[test]
+fn multi_stage_build_produces_the_image() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "app",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:test AS build\nARG GREETING=hello\nWORKDIR /src\nCOPY . .\nRUN echo \"$GREETING from $(id -u)\" > /out.txt && test -f /src/app.sh\n\nFROM busybox:test\nENV MODE=prod\nCOPY --from=build --chown=app:app /out.txt /srv/\nCOPY --chmod=0755 app.sh /usr/local/bin/app\nUSER app\nWORKDIR /srv\nENTRYPOINT [\"/usr/local/bin/app\"]\nCMD [\"--now\"]\n",
+            ),
+            ("app.sh", "#!/bin/sh\necho app\n"),
+            ("secret.key", "do not copy"),
+            (".dockerignore", "*.key\n"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let (_, stderr) = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "GREETING=hi",
+        "-t",
+        "app:1",
+        ctx_s,
+    ]);
+    assert!(
+        stderr.contains("naming to docker.io/library/app:1 done"),
+        "{stderr}"
+    );
+    let (cfg, _) = env.ok(&["inspect", "-f", "{{json .Config.Env}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.User}} {{.Config.WorkingDir}}", "app:1"]);
+    assert_eq!(
+        cfg.trim(),
+        r#"["PATH=/bin","MODE=prod"] ["/usr/local/bin/app"] ["--now"] app /srv"#
+    );
+
+    let out = env.path("fs");
+    env.ok(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "GREETING=hi",
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        ctx_s,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("srv/out.txt")).unwrap(),
+        "hi from 0\n"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(out.join("srv/out.txt")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    assert_eq!(
+        std::fs::metadata(out.join("usr/local/bin/app"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+
+    // The build stage saw the context minus .dockerignore'd files.
+    let ctx_out = env.path("buildfs");
+    env.ok(&[
+        "build",
+        "-q",
+        "--target",
+        "build",
+        "-o",
+        &format!("type=local,dest={}", ctx_out.display()),
+        ctx_s,
+    ]);
+    assert!(ctx_out.join("src/app.sh").exists());
+    assert!(!ctx_out.join("src/secret.key").exists());
+}
+
+#[test]
+fn rebuild_is_cached_and_a_change_reruns_only_what_depends_on_it() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "c",
+        &[
+            ("Dockerfile", "FROM busybox:test\nRUN echo base > /base\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\n"),
+            ("a.txt", "one"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    env.ok(&["build", "-t", "c:1", ctx_s]);
+    let (_, stderr) = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--explain",
+        "-t",
+        "c:1",
+        ctx_s,
+    ]);
+    // Context, FROM, two RUNs and the COPY.
+    assert_eq!(stderr.matches("CACHED").count(), 5, "{stderr}");
+    assert!(
+        stderr.contains("every step came from the cache"),
+        "{stderr}"
+    );
+    // Touching keeps the cache; changing content reruns the COPY and what follows.
+    let f = ctx.join("a.txt");
+    std::fs::write(&f, "one").unwrap();
+    let (_, stderr) = env.ok(&["build", "--progress", "plain", ctx_s]);
+    assert_eq!(stderr.matches("CACHED").count(), 5, "{stderr}");
+    std::fs::write(&f, "two").unwrap();
+    let (_, stderr) = env.ok(&["build", "--progress", "plain", "--explain", ctx_s]);
+    assert_eq!(stderr.matches("CACHED").count(), 2, "{stderr}");
+    assert!(stderr.contains("explain:"), "{stderr}");
+}
+
+#[test]
+fn failing_step_shows_its_output_and_line() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "f",
+        &[(
+            "Dockerfile",
+            "FROM busybox:test\nRUN echo before && exit 3\n",
+        )],
+    );
+    let out = env
+        .kiln()
+        .args(["build", "--progress", "plain"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("#2 0."), "{stderr}");
+    assert!(stderr.contains("before"), "{stderr}");
+    assert!(stderr.contains(">>> RUN echo before && exit 3"), "{stderr}");
+    assert!(
+        stderr.contains("did not complete successfully: exit code: 3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn quiet_prints_only_the_id_and_iidfile_matches() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context("q", &[("Dockerfile", "FROM busybox:test\nLABEL a=b\n")]);
+    let iid = env.path("iid");
+    let (stdout, _) = env.ok(&[
+        "build",
+        "-q",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.trim().starts_with("sha256:") && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(iid).unwrap(), stdout.trim());
+}

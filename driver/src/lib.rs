@@ -1,0 +1,555 @@
+//! # kiln-driver
+//!
+//! Runs a Dockerfile build end to end: parse and plan (frontend), resolve
+//! base images (store, else registry), compile to the op graph, solve it
+//! with the worker (content-addressed cache), and export the result (image
+//! in the store, OCI or docker archive, directory, tar).
+//!
+//! Owns: the order of those steps and the build request/outcome types the
+//! CLI fills and renders.
+//!
+//! Must not depend on: the CLI. It prints nothing; progress goes out as
+//! the solver's typed events.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_build::{FsRef, MatcherFactory, PathMatcher, Worker, WorkerConfig};
+use kiln_cache::Store;
+use kiln_exporter::{CommitOptions, CommittedImage, Compression, LayerInput, MediaTypes};
+use kiln_frontend::compile::{self, BaseImage, CompileOptions, NoCache};
+use kiln_frontend::parser::{self, Span};
+use kiln_frontend::stages::{self, BuildOptions, PlatformArgs};
+use kiln_oci::{Platform, Reference};
+use kiln_registry::Client;
+use kiln_solver::{
+    CacheStatus, Event, NetworkMode, SolveError, Solver, SolverOptions, VertexDigest,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Where the result goes (`-o type=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Into the local image store (tagged with the request's tags).
+    Image,
+    /// An OCI layout archive.
+    OciTar(PathBuf),
+    /// A docker-archive (`docker load` reads it).
+    DockerTar(PathBuf),
+    /// The root filesystem as a directory.
+    Local(PathBuf),
+    /// The root filesystem as a tar file.
+    Tar(PathBuf),
+}
+
+/// Everything `kiln build` asks for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub context_dir: PathBuf,
+    /// The Dockerfile's name for messages (`Dockerfile`, `app.Dockerfile`).
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    /// `.dockerignore` patterns (already read and chosen by the caller).
+    pub ignore_patterns: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<Platform>,
+    pub tags: Vec<Reference>,
+    pub labels: BTreeMap<String, String>,
+    pub no_cache: NoCache,
+    /// Re-resolve base images from the registry even when stored.
+    pub pull: bool,
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub network: NetworkMode,
+    pub add_hosts: Vec<(String, String)>,
+    /// `--build-context name=DIR`.
+    pub build_contexts: BTreeMap<String, PathBuf>,
+    pub outputs: Vec<Output>,
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    pub source_date_epoch: Option<i64>,
+    pub max_parallelism: Option<usize>,
+}
+
+impl BuildRequest {
+    /// A request for `dockerfile` in `context_dir` with Docker's defaults.
+    pub fn new(context_dir: impl Into<PathBuf>, dockerfile: impl Into<String>) -> BuildRequest {
+        BuildRequest {
+            context_dir: context_dir.into(),
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile: dockerfile.into(),
+            ignore_patterns: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: None,
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            no_cache: NoCache::None,
+            pull: false,
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
+            network: NetworkMode::None,
+            add_hosts: Vec::new(),
+            build_contexts: BTreeMap::new(),
+            outputs: vec![Output::Image],
+            compression: Compression::Gzip,
+            compression_level: None,
+            source_date_epoch: None,
+            max_parallelism: None,
+        }
+    }
+}
+
+/// A warning for the user (unused build args, build checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub rule: String,
+    pub message: String,
+    pub span: Option<Span>,
+}
+
+/// Why a step ran instead of coming from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub step: String,
+    pub reason: String,
+}
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct BuildOutcome {
+    /// The image, when an output stored one.
+    pub image: Option<CommittedImage>,
+    pub warnings: Vec<Warning>,
+    /// The first cache miss of each stage, with its reason (`--explain`).
+    pub explanations: Vec<Explanation>,
+    /// Steps executed and steps taken from the cache.
+    pub executed: usize,
+    pub cached: usize,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile is wrong: shown with a code frame.
+    #[error("{message}")]
+    Dockerfile { span: Span, message: String },
+    /// A step failed while running.
+    #[error("{step}: {message}")]
+    Step {
+        step: String,
+        digest: VertexDigest,
+        span: Option<Span>,
+        message: String,
+    },
+    #[error("failed to resolve base image {name}: {reason}")]
+    BaseImage {
+        name: String,
+        span: Span,
+        reason: String,
+    },
+    #[error("failed to set up the build: {0}")]
+    Worker(#[source] kiln_build::Error),
+    #[error("failed to export the image: {0}")]
+    Export(#[source] kiln_exporter::Error),
+    #[error("failed to write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the layer {diff_id} of the result has no stored tar")]
+    LayerWithoutBlob { diff_id: kiln_oci::Digest },
+}
+
+fn platform_args(p: &Platform) -> PlatformArgs {
+    PlatformArgs {
+        os: p.os.clone(),
+        arch: p.architecture.clone(),
+        variant: p.variant.clone().unwrap_or_default(),
+    }
+}
+
+/// Resolves a base image: from the store (unless `pull`), else through the
+/// registry.
+async fn resolve_image(
+    store: &Store,
+    registry: Option<&Client>,
+    name: &str,
+    platform: &str,
+    pull: bool,
+) -> Result<BaseImage, String> {
+    let reference = Reference::parse_docker_ref(name).map_err(|e| e.to_string())?;
+    let full = reference.to_string();
+    if !pull && let Ok(record) = store.resolve(&full) {
+        let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
+        return Ok(BaseImage {
+            reference: full,
+            digest: Some(record.manifest_digest.clone()),
+            config: docs.config,
+        });
+    }
+    let Some(client) = registry else {
+        return Err(format!(
+            "{} not found in the local store and no registry access",
+            reference.familiar_string()
+        ));
+    };
+    let platform: Platform = platform
+        .parse()
+        .map_err(|e: kiln_oci::platform::PlatformError| e.to_string())?;
+    let options = kiln_registry::PullOptions {
+        platform: Some(platform),
+    };
+    let pulled = client
+        .pull(store, &reference, &options, &|_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let record = store.resolve(&full).map_err(|e| e.to_string())?;
+    let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
+    Ok(BaseImage {
+        reference: full,
+        digest: Some(pulled.manifest_digest),
+        config: docs.config,
+    })
+}
+
+/// Builds `req` on `store`.
+pub async fn build(
+    store: &Store,
+    req: &BuildRequest,
+    registry: Option<Client>,
+    events: Option<UnboundedSender<Event>>,
+) -> Result<BuildOutcome, BuildError> {
+    let df = parser::parse(&req.dockerfile).map_err(|e| BuildError::Dockerfile {
+        span: e.span,
+        message: e.to_string(),
+    })?;
+    let host = Platform::host();
+    let platform = req.platform.clone().unwrap_or(host.clone());
+    let mut opts = BuildOptions::for_platform(platform_args(&platform));
+    opts.build_platform = platform_args(&host);
+    opts.build_args = req.build_args.clone();
+    opts.target = req.target.clone();
+    let mut warnings: Vec<Warning> = df
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            rule: "NoEmptyContinuation".into(),
+            message: w.short.clone(),
+            span: Some(w.span),
+        })
+        .collect();
+    let base_plan = stages::plan(&df, &opts).map_err(|e| BuildError::Dockerfile {
+        span: e.span,
+        message: e.to_string(),
+    })?;
+    warnings.extend(base_plan.lints.iter().map(|l| Warning {
+        rule: l.rule.into(),
+        message: l.message.clone(),
+        span: Some(l.span),
+    }));
+    if !base_plan.unused_build_args.is_empty() {
+        warnings.push(Warning {
+            rule: "UnusedBuildArg".into(),
+            message: format!(
+                "One or more build-args [{}] were not consumed",
+                base_plan.unused_build_args.join(" ")
+            ),
+            span: None,
+        });
+    }
+
+    // Resolve base images until the plan (with ONBUILD triggers) needs no
+    // more; each failed attempt starts again from the unmodified plan.
+    let mut resolved: BTreeMap<(String, String), BaseImage> = BTreeMap::new();
+    let plan = loop {
+        let mut plan = base_plan.clone();
+        let missing = std::sync::Mutex::new(None);
+        let lookup = |name: &str, platform: &str| -> Result<BaseImage, String> {
+            match resolved.get(&(name.to_string(), platform.to_string())) {
+                Some(b) => Ok(b.clone()),
+                None => {
+                    *missing.lock().expect("not poisoned") =
+                        Some((name.to_string(), platform.to_string()));
+                    Err("not resolved yet".into())
+                }
+            }
+        };
+        let result = compile::required_images(&mut plan, &opts, &lookup);
+        let wanted = match result {
+            Ok(list) => list.into_iter().find(|k| !resolved.contains_key(k)),
+            Err(e) => match missing.lock().expect("not poisoned").take() {
+                Some(k) => Some(k),
+                None => {
+                    return Err(BuildError::Dockerfile {
+                        span: e.span,
+                        message: e.to_string(),
+                    });
+                }
+            },
+        };
+        match wanted {
+            None => break plan,
+            Some((name, platform)) => {
+                let base = resolve_image(store, registry.as_ref(), &name, &platform, req.pull)
+                    .await
+                    .map_err(|reason| {
+                        let span = plan
+                            .stages
+                            .iter()
+                            .find(|s| s.base_name == name)
+                            .map(|s| s.from.span)
+                            .unwrap_or_default();
+                        BuildError::BaseImage {
+                            name: name.clone(),
+                            span,
+                            reason,
+                        }
+                    })?;
+                resolved.insert((name, platform), base);
+            }
+        }
+    };
+
+    let created = match req.source_date_epoch {
+        Some(t) => chrono::DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    let copts = CompileOptions {
+        context_excludes: req.ignore_patterns.clone(),
+        labels: req.labels.clone(),
+        created,
+        source_date_epoch: req.source_date_epoch,
+        default_network: req.network,
+        extra_hosts: req.add_hosts.clone(),
+        no_cache: req.no_cache.clone(),
+    };
+    let lookup = |name: &str, platform: &str| -> Result<BaseImage, String> {
+        resolved
+            .get(&(name.to_string(), platform.to_string()))
+            .cloned()
+            .ok_or_else(|| format!("{name} was not resolved"))
+    };
+    let compiled =
+        compile::compile(&plan, &opts, &copts, &lookup).map_err(|e| BuildError::Dockerfile {
+            span: e.span,
+            message: e.to_string(),
+        })?;
+    for (stage, var) in &compiled.undefined_vars {
+        warnings.push(Warning {
+            rule: "UndefinedVar".into(),
+            message: format!("Usage of undefined variable '${var}'"),
+            span: Some(plan.stages[*stage].from.span),
+        });
+    }
+
+    // Solve.
+    let mut contexts: BTreeMap<String, PathBuf> = req.build_contexts.clone();
+    contexts.insert(compile::CONTEXT_NAME.into(), req.context_dir.clone());
+    let matcher: MatcherFactory = Arc::new(|patterns: &[String]| -> Result<PathMatcher, String> {
+        let m = kiln_frontend::dockerignore::PatternMatcher::new(patterns)
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(move |path: &str| {
+            m.matches_or_parent_matches(path).unwrap_or(false)
+        }))
+    });
+    let worker_config = WorkerConfig {
+        contexts,
+        secrets: req.secrets.clone(),
+        ssh: req.ssh.clone(),
+        registry: registry.clone(),
+        exclude_matcher: Some(matcher),
+        runc: None,
+        source_date_epoch: req.source_date_epoch,
+    };
+    let worker = Worker::new(store.clone(), worker_config).map_err(BuildError::Worker)?;
+    let mut solver_options = SolverOptions {
+        events,
+        ..SolverOptions::default()
+    };
+    if let Some(n) = req.max_parallelism {
+        solver_options.max_parallelism = n;
+    }
+    let solver = Solver::with_options(Arc::new(worker), solver_options);
+    let (fs, explanations, executed, cached) = match compiled.root {
+        None => (FsRef::default(), Vec::new(), 0, 0),
+        Some(root) => {
+            let targets = [root];
+            let solution = solver
+                .solve(&compiled.graph, &targets)
+                .await
+                .map_err(|e| step_error(&compiled.graph, e))?;
+            let mut explanations = Vec::new();
+            let mut seen_stages = BTreeSet::new();
+            let (mut executed, mut cached) = (0, 0);
+            let mut results: Vec<_> = solution.results().collect();
+            results.sort_by(|a, b| a.name.cmp(&b.name));
+            for r in results {
+                match &r.status {
+                    CacheStatus::Cached => cached += 1,
+                    CacheStatus::Miss(reason) => {
+                        executed += 1;
+                        let stage = r.name.split(' ').next().unwrap_or_default().to_string();
+                        if r.name.starts_with('[')
+                            && !r.name.starts_with("[internal]")
+                            && seen_stages.insert(stage)
+                        {
+                            explanations.push(Explanation {
+                                step: r.name.clone(),
+                                reason: reason.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            let output = solution
+                .targets()
+                .next()
+                .map(|r| r.output.clone())
+                .unwrap_or_default();
+            (output, explanations, executed, cached)
+        }
+    };
+
+    // Export.
+    let layers = layer_inputs(&fs)?;
+    let mut image = None;
+    for output in &req.outputs {
+        match output {
+            Output::Image | Output::OciTar(_) | Output::DockerTar(_) => {
+                if image.is_none() {
+                    let tags = if req.outputs.contains(&Output::Image) {
+                        req.tags.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    let commit = CommitOptions {
+                        compression: req.compression,
+                        level: req.compression_level,
+                        media_types: MediaTypes::Docker,
+                        tags,
+                        source_date_epoch: req.source_date_epoch,
+                    };
+                    let committed = kiln_exporter::commit_image(
+                        store,
+                        &layers,
+                        compiled.config.clone(),
+                        &commit,
+                    )
+                    .map_err(BuildError::Export)?;
+                    image = Some(committed);
+                }
+                let committed = image.as_ref().expect("committed above");
+                match output {
+                    Output::OciTar(path) => write_file(path, |w| {
+                        kiln_exporter::export_oci_tar(store, committed, w).map(|_| ())
+                    })?,
+                    Output::DockerTar(path) => write_file(path, |w| {
+                        kiln_exporter::export_docker_tar(store, committed, w).map(|_| ())
+                    })?,
+                    _ => {}
+                }
+            }
+            Output::Local(dir) => {
+                kiln_exporter::export_local_dir(store, &layers, dir).map_err(BuildError::Export)?;
+            }
+            Output::Tar(path) => {
+                write_file(path, |w| kiln_exporter::export_tar(store, &layers, w))?
+            }
+        }
+    }
+    Ok(BuildOutcome {
+        image,
+        warnings,
+        explanations,
+        executed,
+        cached,
+    })
+}
+
+/// The result's layers as exporter inputs: base-image layers are reused as
+/// stored; layers the build made are uncompressed tars keyed by diff id.
+fn layer_inputs(fs: &FsRef) -> Result<Vec<LayerInput>, BuildError> {
+    fs.layers()
+        .iter()
+        .map(|l| match &l.blob {
+            Some(b) if b.digest == l.diff_id => Ok(LayerInput::blob(l.diff_id.clone())),
+            Some(b) => Ok(LayerInput::existing(
+                l.diff_id.clone(),
+                b.digest.clone(),
+                b.size,
+                b.media_type.clone(),
+            )),
+            None => Err(BuildError::LayerWithoutBlob {
+                diff_id: l.diff_id.clone(),
+            }),
+        })
+        .collect()
+}
+
+/// Writes an export to `path` through a temp file and a rename, so a
+/// failure leaves no partial file; `-` is standard output.
+fn write_file(
+    path: &Path,
+    f: impl FnOnce(&mut dyn std::io::Write) -> kiln_exporter::Result<()>,
+) -> Result<(), BuildError> {
+    let io = |source| BuildError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        return f(&mut out).map_err(BuildError::Export);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        f(&mut w).map_err(BuildError::Export)?;
+        std::io::Write::flush(&mut w).map_err(io)?;
+    }
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Turns a solver error into the failing step, with its Dockerfile lines.
+fn step_error(graph: &kiln_solver::Graph, e: SolveError) -> BuildError {
+    match &e {
+        SolveError::Vertex { digest, name, .. } => {
+            let span = graph
+                .id_of(digest)
+                .and_then(|id| graph.vertex(id).ok())
+                .and_then(|v| compile::span_of(v.meta()));
+            let mut message = String::new();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
+            BuildError::Step {
+                step: name.clone(),
+                digest: *digest,
+                span,
+                message,
+            }
+        }
+        other => BuildError::Step {
+            step: "build".into(),
+            digest: VertexDigest::from_bytes([0; 32]),
+            span: None,
+            message: other.to_string(),
+        },
+    }
+}
