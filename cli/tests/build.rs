@@ -266,3 +266,29 @@ fn quiet_prints_only_the_id_and_iidfile_matches() {
     );
     assert_eq!(std::fs::read_to_string(iid).unwrap(), stdout.trim());
 }
+
+#[test]
+fn cached_rebuild_keeps_the_image_id() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "s",
+        &[(
+            "Dockerfile",
+            "FROM busybox:test\nRUN echo x > /x\nENV A=1\n",
+        )],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let (first, _) = env.ok(&["build", "-q", "-t", "s:1", ctx_s]);
+    let (second, _) = env.ok(&["build", "-q", "-t", "s:1", ctx_s]);
+    assert_eq!(first, second);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nRUN echo x > /x\nENV A=2\n",
+    )
+    .unwrap();
+    let (third, _) = env.ok(&["build", "-q", "-t", "s:1", ctx_s]);
+    assert_ne!(first, third);
+}

@@ -423,6 +423,7 @@ pub async fn build(
         match output {
             Output::Image | Output::OciTar(_) | Output::DockerTar(_) => {
                 if image.is_none() {
+                    let config = reuse_timestamps(store, &layers, compiled.config.clone());
                     let tags = if req.outputs.contains(&Output::Image) {
                         req.tags.clone()
                     } else {
@@ -435,13 +436,8 @@ pub async fn build(
                         tags,
                         source_date_epoch: req.source_date_epoch,
                     };
-                    let committed = kiln_exporter::commit_image(
-                        store,
-                        &layers,
-                        compiled.config.clone(),
-                        &commit,
-                    )
-                    .map_err(BuildError::Export)?;
+                    let committed = kiln_exporter::commit_image(store, &layers, config, &commit)
+                        .map_err(BuildError::Export)?;
                     image = Some(committed);
                 }
                 let committed = image.as_ref().expect("committed above");
@@ -470,6 +466,61 @@ pub async fn build(
         executed,
         cached,
     })
+}
+
+/// A rebuild whose layers and config equal an existing image's, but for
+/// the times, takes that image's times: a fully cached rebuild then gives
+/// the same image id, as with BuildKit.
+fn reuse_timestamps(
+    store: &Store,
+    layers: &[LayerInput],
+    mut config: kiln_oci::config::ImageConfig,
+) -> kiln_oci::config::ImageConfig {
+    let diff_ids: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    let blank = |c: &kiln_oci::config::ImageConfig| {
+        let mut c = c.clone();
+        c.created = None;
+        for h in &mut c.history {
+            h.created = None;
+        }
+        c.rootfs = Default::default();
+        c
+    };
+    let wanted = blank(&config);
+    let Ok(images) = store.images() else {
+        return config;
+    };
+    for record in images {
+        let Ok(docs) = store.image_docs(&record) else {
+            continue;
+        };
+        let existing = docs.config;
+        // Empty layers are dropped at commit: compare the non-empty ones.
+        if existing.rootfs.diff_ids.len() > diff_ids.len()
+            || !existing
+                .rootfs
+                .diff_ids
+                .iter()
+                .all(|d| diff_ids.contains(d))
+            || existing.history.len() != config.history.len()
+        {
+            continue;
+        }
+        let mut candidate = blank(&existing);
+        // Commit marks dropped empty layers' history entries as empty.
+        for (c, w) in candidate.history.iter_mut().zip(&wanted.history) {
+            c.empty_layer = w.empty_layer;
+        }
+        if candidate == wanted {
+            config.created = existing.created.clone();
+            for (h, e) in config.history.iter_mut().zip(&existing.history) {
+                h.created = e.created.clone();
+            }
+            tracing::debug!(image = %record.id, "rebuild matches an existing image: keeping its times");
+            break;
+        }
+    }
+    config
 }
 
 /// The result's layers as exporter inputs: base-image layers are reused as
