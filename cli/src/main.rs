@@ -3,6 +3,7 @@
 
 mod buildprogress;
 mod commands;
+mod config;
 mod format;
 mod help;
 mod progress;
@@ -58,6 +59,30 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile
     Build(Box<commands::build::BuildArgs>),
+    /// Create a new image from a container's changes
+    Commit(commands::commit::CommitArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
+    /// Kill one or more running containers
+    Kill(commands::container::KillArgs),
+    /// Fetch the logs of a container
+    Logs(commands::container::LogsArgs),
+    /// List containers
+    Ps(commands::container::PsArgs),
+    /// Remove one or more containers
+    Rm(commands::container::RmArgs),
+    /// Create and run a new container from an image
+    Run(Box<commands::run::RunArgs>),
+    /// Start one or more stopped containers
+    Start(commands::container::StartArgs),
+    /// Stop one or more running containers
+    Stop(commands::container::StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(commands::container::WaitArgs),
+    /// The detached supervisor of a container (internal)
+    #[command(name = "__shim", hide = true)]
+    Shim(commands::run::ShimArgs),
     /// Inspect how kiln reads a Dockerfile
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -74,10 +99,20 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Load an image from a tar archive or STDIN
     Load(commands::load::LoadArgs),
+    /// Authenticate to a registry
+    Login(commands::login::LoginArgs),
+    /// Log out from a registry
+    Logout(commands::login::LogoutArgs),
+    /// Download an image from a registry
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::push::PushArgs),
     /// Remove one or more images
     Rmi(commands::rmi::RmiArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(commands::save::SaveArgs),
+    /// Search Docker Hub for images
+    Search(commands::search::SearchArgs),
     /// Manage kiln
     #[command(subcommand)]
     System(commands::SystemCommand),
@@ -98,6 +133,17 @@ fn main() -> ExitCode {
     let ctx = commands::Context { root: cli.root };
     let result = match cli.command {
         Command::Build(a) => commands::build::run(&ctx, *a),
+        Command::Commit(a) => commands::commit::run(&ctx, a),
+        Command::Container(cmd) => commands::container::run_container(&ctx, cmd),
+        Command::Kill(a) => commands::container::kill(&ctx, a),
+        Command::Logs(a) => commands::container::logs(&ctx, a),
+        Command::Ps(a) => commands::container::ps(&ctx, a),
+        Command::Rm(a) => commands::container::rm(&ctx, a),
+        Command::Run(a) => commands::run::run(&ctx, *a),
+        Command::Start(a) => commands::container::start(&ctx, a),
+        Command::Stop(a) => commands::container::stop(&ctx, a),
+        Command::Wait(a) => commands::container::wait(&ctx, a),
+        Command::Shim(a) => commands::run::shim(&ctx, a),
         Command::Debug(cmd) => commands::debug::run(&ctx, cmd),
         Command::History(a) => commands::history::run(&ctx, a),
         Command::Image(cmd) => commands::run_image(&ctx, cmd),
@@ -105,8 +151,13 @@ fn main() -> ExitCode {
         Command::Import(a) => commands::import::run(&ctx, a),
         Command::Inspect(a) => commands::inspect::run(&ctx, a),
         Command::Load(a) => commands::load::run(&ctx, a),
+        Command::Login(a) => commands::login::login(&ctx, a),
+        Command::Logout(a) => commands::login::logout(&ctx, a),
+        Command::Pull(a) => commands::pull::run(&ctx, a),
+        Command::Push(a) => commands::push::run(&ctx, a),
         Command::Rmi(a) => commands::rmi::run(&ctx, a),
         Command::Save(a) => commands::save::run(&ctx, a),
+        Command::Search(a) => commands::search::run(&ctx, a),
         Command::System(cmd) => commands::run_system(&ctx, cmd),
         Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Version => {

@@ -71,11 +71,27 @@ impl std::fmt::Display for AlreadyReported {
 
 impl std::error::Error for AlreadyReported {}
 
+/// A command's own exit status (`run`: the container's, or Docker's
+/// 125/126/127); its messages, if any, were already printed.
+#[derive(Debug)]
+pub struct ExitStatus(pub u8);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
 /// Prints an error chain (`error: …`, then `Caused by:` lines), with a code
 /// frame when the error points into a Dockerfile.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     if err.downcast_ref::<AlreadyReported>().is_some() {
         return ExitCode::from(1);
+    }
+    if let Some(s) = err.downcast_ref::<ExitStatus>() {
+        return ExitCode::from(s.0);
     }
     if let Some(e) = err.downcast_ref::<DockerError>() {
         eprintln!("Error: {e}");

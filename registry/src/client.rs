@@ -43,8 +43,10 @@ pub struct ClientConfig {
     /// Longest delay between retries, including one asked for by
     /// `Retry-After`; a longer `Retry-After` fails at once.
     pub max_retry_delay: Duration,
-    /// Blobs transferred at once.
+    /// Blobs downloaded at once (pull).
     pub concurrency: usize,
+    /// Blobs uploaded at once (push).
+    pub upload_concurrency: usize,
     /// Largest manifest or index accepted.
     pub max_manifest_size: u64,
     /// Upload blobs in chunks of this many bytes (PATCH) rather than in
@@ -66,6 +68,7 @@ impl Default for ClientConfig {
             retry_base_delay: Duration::from_millis(500),
             max_retry_delay: Duration::from_secs(30),
             concurrency: 3,
+            upload_concurrency: 5,
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             upload_chunk_size: None,
             user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),

@@ -200,6 +200,14 @@ impl CredentialStore {
             .map(str::to_owned)
     }
 
+    /// The credential helper (`docker-credential-<name>`) that holds
+    /// credentials for `registry`, if one is configured; `None` means they
+    /// are stored in `config.json` itself.
+    pub fn helper(&self, registry: &str) -> Result<Option<String>> {
+        let config = self.read_config()?;
+        Ok(Self::helper_for(&config, &server_key(registry)))
+    }
+
     /// Credentials for `registry`, or `None` when there are none.
     pub fn get(&self, registry: &str) -> Result<Option<Credential>> {
         let key = server_key(registry);

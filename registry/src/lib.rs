@@ -8,7 +8,7 @@
 //! authentication (anonymous, Basic, Bearer tokens cached per registry and
 //! scope), credentials (`~/.docker/config.json` and credential helpers,
 //! read and written), and the distribution API (manifests, blobs, uploads,
-//! mounts, tags, catalog).
+//! mounts, tags, catalog) and Docker Hub's v1 search API.
 //!
 //! Blobs are streamed into the [`kiln_cache::Store`], verified against
 //! their digest as they arrive; manifests are stored and pushed as the
@@ -40,6 +40,7 @@ mod error;
 pub mod manifest;
 mod pull;
 mod push;
+mod search;
 
 pub use auth::{Challenge, parse_challenge};
 pub use client::{
@@ -50,3 +51,4 @@ pub use credentials::{Credential, CredentialError, CredentialStore};
 pub use error::{DOCKER_HUB_RATE_LIMIT_HINT, Error, LOGIN_HINT, Result};
 pub use pull::{PullEvent, PullOptions, PullProgress, PullResult};
 pub use push::{PushEvent, PushProgress, PushResult};
+pub use search::{DOCKER_HUB_INDEX_HOST, MAX_SEARCH_LIMIT, SearchResult};

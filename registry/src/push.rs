@@ -150,7 +150,7 @@ impl Client {
             });
         }
         blobs.push((&config, false));
-        let concurrency = self.inner.config.concurrency.max(1);
+        let concurrency = self.inner.config.upload_concurrency.max(1);
         let (ep_ref, repo_ref, siblings_ref) = (&ep, repo.as_str(), siblings.as_slice());
         let mut uploads =
             futures::stream::iter(blobs.into_iter().map(|(desc, shown)| async move {

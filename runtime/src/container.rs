@@ -1,5 +1,17 @@
 //! [`Runtime::run`]: one container from layer snapshots to exit code and
-//! upper directory.
+//! upper directory; and long-lived containers (`kiln run`, `ps`, `stop`…):
+//! their records ([`Containers`]), logs, supervisor and port proxy.
+
+pub mod logs;
+pub mod names;
+pub mod proxy;
+pub mod state;
+pub mod supervise;
+
+pub use state::{
+    ContainerRecord, Containers, MountKind, MountRecord, NewContainer, PortMapping, State, Status,
+};
+pub use supervise::{Attach, Outcome, supervise};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -140,6 +152,21 @@ impl UpperDir {
     }
 }
 
+/// Writes the layer tar of a container's upper directory (see
+/// [`write_diff`]), leaving out the mount points of the generated files.
+/// Blocking.
+pub fn write_container_diff<W: Write>(
+    upper: &Path,
+    out: W,
+    source_date_epoch: Option<i64>,
+) -> Result<DiffSummary, DiffError> {
+    let options = DiffOptions {
+        source_date_epoch,
+        skip_placeholders: GENERATED_FILES.iter().map(PathBuf::from).collect(),
+    };
+    write_diff(upper, out, &options)
+}
+
 /// Runs containers over overlay snapshots with runc.
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -240,65 +267,98 @@ impl Runtime {
         rootfs: &OverlayRootfs,
         req: &ExecRequest,
     ) -> Result<(MountStubs, PathBuf)> {
-        let root = rootfs.rootfs();
-        let user = resolve_user(req.user.as_deref().unwrap_or(""), root)?;
-        if inroot::mkdir_all(root, &req.cwd, user.uid, user.gid)
-            .map_err(|e| Error::io("create working directory", &req.cwd, e))?
-        {
-            tracing::debug!(cwd = %req.cwd.display(), "created working directory");
-        }
-
-        let hostname = req
-            .hostname
-            .clone()
-            .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned());
-        let host_resolv = match std::fs::read_to_string(&self.host_resolv_conf) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::io("read", &self.host_resolv_conf, e)),
-        };
-        let files = [
-            ("hosts", spec::hosts_file(&hostname, &req.extra_hosts)),
-            ("resolv.conf", spec::resolv_conf(&host_resolv, req.network)),
-            ("hostname", format!("{hostname}\n")),
-        ];
-        for (name, content) in &files {
-            let path = dir.join(name);
-            std::fs::write(&path, content).map_err(|e| Error::io("write", &path, e))?;
-        }
-
-        let options = SpecOptions {
-            rootfs: root.to_owned(),
-            args: req.args.clone(),
-            env: req.env.clone(),
-            cwd: req.cwd.clone(),
-            user,
-            terminal: false,
-            network: req.network,
-            hostname,
-            hosts_file: dir.join("hosts"),
-            resolv_conf: dir.join("resolv.conf"),
-            hostname_file: dir.join("hostname"),
-            mounts: req.mounts.clone(),
-            tmpfs: req.tmpfs.clone(),
-            resources: req.resources.clone(),
-            cgroups_path: Some(PathBuf::from(format!("/kiln/{id}"))),
-        };
-        let spec = spec::build_spec(&options)?;
-        let destinations: Vec<PathBuf> = spec
-            .mounts()
-            .iter()
-            .flatten()
-            .map(|m| m.destination().clone())
-            .collect();
-        let stubs = MountStubs::record(root, destinations.iter().map(PathBuf::as_path))
-            .map_err(|e| Error::io("inspect mount points in", root, e))?;
-
-        let bundle = dir.join("bundle");
-        std::fs::create_dir(&bundle).map_err(|e| Error::io("create directory", &bundle, e))?;
-        let config = bundle.join("config.json");
-        let json = serde_json::to_vec_pretty(&spec).map_err(Error::SpecJson)?;
-        std::fs::write(&config, json).map_err(|e| Error::io("write", &config, e))?;
-        Ok((stubs, bundle))
+        write_bundle(
+            &BundleParams {
+                id,
+                dir,
+                rootfs: rootfs.rootfs(),
+                host_resolv_conf: &self.host_resolv_conf,
+                terminal: false,
+                readonly_rootfs: false,
+            },
+            req,
+        )
     }
+}
+
+/// Where and how [`write_bundle`] prepares a container.
+pub(crate) struct BundleParams<'a> {
+    pub id: &'a str,
+    /// The container directory (generated files and `bundle/` go here).
+    pub dir: &'a Path,
+    /// The mounted root filesystem.
+    pub rootfs: &'a Path,
+    pub host_resolv_conf: &'a Path,
+    pub terminal: bool,
+    pub readonly_rootfs: bool,
+}
+
+/// For a container in `dir`: resolves the user, creates the working directory, writes the
+/// generated files and `config.json`; returns the mount stubs to clean
+/// and the bundle directory.
+pub(crate) fn write_bundle(
+    p: &BundleParams<'_>,
+    req: &ExecRequest,
+) -> Result<(MountStubs, PathBuf)> {
+    let (id, dir, root) = (p.id, p.dir, p.rootfs);
+    let user = resolve_user(req.user.as_deref().unwrap_or(""), root)?;
+    if inroot::mkdir_all(root, &req.cwd, user.uid, user.gid)
+        .map_err(|e| Error::io("create working directory", &req.cwd, e))?
+    {
+        tracing::debug!(cwd = %req.cwd.display(), "created working directory");
+    }
+
+    let hostname = req
+        .hostname
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned());
+    let host_resolv = match std::fs::read_to_string(p.host_resolv_conf) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("read", p.host_resolv_conf, e)),
+    };
+    let files = [
+        ("hosts", spec::hosts_file(&hostname, &req.extra_hosts)),
+        ("resolv.conf", spec::resolv_conf(&host_resolv, req.network)),
+        ("hostname", format!("{hostname}\n")),
+    ];
+    for (name, content) in &files {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|e| Error::io("write", &path, e))?;
+    }
+
+    let options = SpecOptions {
+        rootfs: root.to_owned(),
+        args: req.args.clone(),
+        env: req.env.clone(),
+        cwd: req.cwd.clone(),
+        user,
+        terminal: p.terminal,
+        network: req.network,
+        hostname,
+        hosts_file: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        hostname_file: dir.join("hostname"),
+        mounts: req.mounts.clone(),
+        tmpfs: req.tmpfs.clone(),
+        resources: req.resources.clone(),
+        cgroups_path: Some(PathBuf::from(format!("/kiln/{id}"))),
+        readonly_rootfs: p.readonly_rootfs,
+    };
+    let spec = spec::build_spec(&options)?;
+    let destinations: Vec<PathBuf> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().clone())
+        .collect();
+    let stubs = MountStubs::record(root, destinations.iter().map(PathBuf::as_path))
+        .map_err(|e| Error::io("inspect mount points in", root, e))?;
+
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).map_err(|e| Error::io("create directory", &bundle, e))?;
+    let config = bundle.join("config.json");
+    let json = serde_json::to_vec_pretty(&spec).map_err(Error::SpecJson)?;
+    std::fs::write(&config, json).map_err(|e| Error::io("write", &config, e))?;
+    Ok((stubs, bundle))
 }

@@ -68,6 +68,39 @@ pub enum Error {
     /// The run was cancelled; the container was killed and deleted.
     #[error("container {id} was cancelled")]
     Cancelled { id: String },
+    /// No container has this name, id or unique id prefix.
+    #[error("No such container: {query}")]
+    NoSuchContainer { query: String },
+    /// `--name` names an existing container.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    /// A name Docker would not accept.
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName { name: String },
+    /// `rm` without `-f` of a running container.
+    #[error(
+        "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+    )]
+    ContainerRunning { name: String },
+    /// A signal for a container that is not running.
+    #[error("container {id} is not running")]
+    NotRunning { id: String },
+    /// A container's `config.json` could not be read.
+    #[error("failed to parse {}", path.display())]
+    StateJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A published port could not be bound on the host.
+    #[error("Bind for {addr} failed: port is already allocated")]
+    PortInUse {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

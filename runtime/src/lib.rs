@@ -18,6 +18,9 @@
 //! - [`runc`]: `runc run` in the foreground with streamed output.
 //! - [`diff`]: an upper directory as a deterministic OCI layer tar.
 //! - [`Runtime::run`]: all of it for one [`ExecRequest`].
+//! - [`container`]: long-lived containers (`kiln run`, `ps`, `stop`, `logs`,
+//!   `commit`): records under `<store>/containers/`, the supervisor, logs,
+//!   the userland port proxy (see [`container::state`] for the layout).
 //!
 //! ## Container state
 //!
@@ -33,7 +36,7 @@
 //! Everything here needs root (mounts, runc).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-mod container;
+pub mod container;
 pub mod diff;
 mod error;
 mod inroot;

@@ -58,6 +58,21 @@ impl OverlayRootfs {
     /// inside `dir`, which must exist. An empty `lowers` gives an empty
     /// root (`FROM scratch`).
     pub fn mount(dir: &Path, lowers: &[PathBuf]) -> Result<OverlayRootfs> {
+        OverlayRootfs::mount_inner(dir, lowers, false)
+    }
+
+    /// Like [`mount`](Self::mount), but keeps the upper directory (and the
+    /// other directories) of an earlier mount in `dir`: a stopped
+    /// container started again sees its earlier changes.
+    pub fn remount(dir: &Path, lowers: &[PathBuf]) -> Result<OverlayRootfs> {
+        OverlayRootfs::mount_inner(dir, lowers, true)
+    }
+
+    fn mount_inner(dir: &Path, lowers: &[PathBuf], reuse: bool) -> Result<OverlayRootfs> {
+        let create = |d: &Path| match std::fs::create_dir(d) {
+            Err(e) if reuse && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other.map_err(|e| Error::io("create directory", d, e)),
+        };
         if lowers.len() > MAX_LOWERS {
             return Err(Error::TooManyLowers {
                 count: lowers.len(),
@@ -69,7 +84,7 @@ impl OverlayRootfs {
         let upper = dir.join("upper");
         let work = dir.join("work");
         for d in [&merged, &upper, &work] {
-            std::fs::create_dir(d).map_err(|e| Error::io("create directory", d, e))?;
+            create(d)?;
         }
         let mut lowers: Vec<PathBuf> = lowers
             .iter()
@@ -77,7 +92,7 @@ impl OverlayRootfs {
             .collect::<Result<_>>()?;
         if lowers.is_empty() {
             let empty = dir.join("empty");
-            std::fs::create_dir(&empty).map_err(|e| Error::io("create directory", &empty, e))?;
+            create(&empty)?;
             lowers.push(empty);
         }
         let count = lowers.len();
@@ -97,6 +112,10 @@ impl OverlayRootfs {
             _ => {
                 tracing::debug!(target = %merged.display(), lowers = count, "mounting overlay with short relative lower names");
                 let links = dir.join("l");
+                if reuse && links.exists() {
+                    std::fs::remove_dir_all(&links)
+                        .map_err(|e| Error::io("remove directory", &links, e))?;
+                }
                 std::fs::create_dir(&links)
                     .map_err(|e| Error::io("create directory", &links, e))?;
                 let mut names = Vec::with_capacity(count);

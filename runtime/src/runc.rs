@@ -74,13 +74,13 @@ impl Runc {
         &self.binary
     }
 
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
         cmd
     }
 
-    fn std_command(&self) -> std::process::Command {
+    pub(crate) fn std_command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
         cmd
@@ -196,6 +196,20 @@ impl Runc {
         self.management("kill", id, cmd).await
     }
 
+    /// `runc pause ID`: freezes every process of the container.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let mut cmd = self.command();
+        cmd.arg("pause").arg(id);
+        self.management("pause", id, cmd).await
+    }
+
+    /// `runc resume ID`.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        let mut cmd = self.command();
+        cmd.arg("resume").arg(id);
+        self.management("resume", id, cmd).await
+    }
+
     /// `runc delete --force ID`; a container that does not exist is not an
     /// error.
     pub async fn delete_force(&self, id: &str) -> Result<()> {
@@ -297,7 +311,7 @@ async fn drain(pumps: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => code,
@@ -307,7 +321,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// The last error runc logged, without its generic prefixes.
-fn start_error(log: &Path) -> Option<String> {
+pub(crate) fn start_error(log: &Path) -> Option<String> {
     // A small file, read once after the run.
     let text = std::fs::read_to_string(log).ok()?;
     let message = text

@@ -63,7 +63,10 @@ const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// The network a container sees.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A new network namespace with only the loopback interface.
     #[default]
@@ -91,7 +94,8 @@ pub struct TmpfsMount {
 }
 
 /// Optional cgroup limits and resource limits.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Resources {
     /// Memory limit in bytes.
     pub memory: Option<i64>,
@@ -129,6 +133,8 @@ pub struct SpecOptions {
     pub resources: Resources,
     /// The cgroup path (`/kiln/<id>`), if any.
     pub cgroups_path: Option<PathBuf>,
+    /// Mount the root filesystem read-only (`--read-only`).
+    pub readonly_rootfs: bool,
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
@@ -371,7 +377,7 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
         .root(
             RootBuilder::default()
                 .path(opts.rootfs.clone())
-                .readonly(false)
+                .readonly(opts.readonly_rootfs)
                 .build()
                 .map_err(Error::Spec)?,
         )
@@ -469,6 +475,7 @@ mod tests {
                 ..Resources::default()
             },
             cgroups_path: Some("/kiln/x".into()),
+            readonly_rootfs: false,
         }
     }
 

@@ -193,11 +193,7 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
         a.progress
     };
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    let registry = kiln_registry::Client::new(
-        kiln_registry::ClientConfig::default(),
-        kiln_registry::CredentialStore::from_env().ok(),
-    )
-    .ok();
+    let registry = Some(crate::config::registry_client()?);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut renderer = Renderer::new(mode);
     let result = runtime.block_on(async {

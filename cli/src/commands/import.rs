@@ -98,7 +98,14 @@ fn created_time() -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 
 /// Applies `--change` instructions, in order, to an empty config.
 pub fn apply_changes(changes: &[String]) -> anyhow::Result<ContainerConfig> {
-    let mut cfg = ContainerConfig::default();
+    apply_changes_onto(ContainerConfig::default(), changes)
+}
+
+/// Applies `--change` instructions, in order, to `cfg` (`kiln commit -c`).
+pub fn apply_changes_onto(
+    mut cfg: ContainerConfig,
+    changes: &[String],
+) -> anyhow::Result<ContainerConfig> {
     let mut cmd_set = false;
     for change in changes {
         let df = kiln_frontend::parser::parse(change)

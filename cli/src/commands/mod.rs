@@ -2,15 +2,22 @@
 //! location and the `image`/`system` command groups.
 
 pub mod build;
+pub mod commit;
+pub mod container;
 pub mod debug;
 pub mod history;
 pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod login;
 pub mod prune;
+pub mod pull;
+pub mod push;
 pub mod rmi;
+pub mod run;
 pub mod save;
+pub mod search;
 pub mod system;
 pub mod tag;
 

@@ -8,13 +8,16 @@
 //! - By id or id prefix: the image is deleted with all its tags, unless its
 //!   tags span several repositories, which needs `-f`.
 //!
-//! Containers do not exist yet, so no "image is in use" check is made.
+//! An image a container uses is kept: removing its tag needs `-f` (then
+//! only the tag goes), deleting it by id is refused while the container
+//! exists (Docker's `conflict: …` messages); `kiln rm` releases it.
 
 use std::collections::BTreeSet;
 
 use clap::Args;
 use kiln_cache::{ImageRecord, Store};
 use kiln_oci::Reference;
+use kiln_runtime::container::Containers;
 
 use super::{Context, docker_error};
 use crate::render::{AlreadyReported, DockerError};
@@ -35,9 +38,10 @@ pub struct RmiArgs {
 pub fn run(ctx: &Context, a: RmiArgs) -> anyhow::Result<()> {
     let _ = a.no_prune;
     let store = ctx.store()?;
+    let containers = super::run::containers(ctx)?;
     let mut failed = false;
     for name in &a.images {
-        match remove(&store, name, a.force) {
+        match remove(&store, &containers, name, a.force) {
             Ok(lines) => {
                 for l in lines {
                     println!("{l}");
@@ -83,16 +87,47 @@ fn delete(store: &Store, record: &ImageRecord) -> anyhow::Result<Vec<String>> {
     Ok(lines)
 }
 
-fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<Vec<String>> {
+fn remove(
+    store: &Store,
+    containers: &Containers,
+    name: &str,
+    force: bool,
+) -> anyhow::Result<Vec<String>> {
     let record = store
         .resolve(name)
         .map_err(|e| docker_error(e.into(), name))?;
+    let users = super::container::users_of(containers, &record.id.to_string())?;
     if let Some(tag) = tag_named(&record, name) {
+        if let Some(user) = users.first() {
+            if !force {
+                return Err(DockerError(format!(
+                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                    user.short_id(),
+                    record.id.short()
+                ))
+                .into());
+            }
+            store.untag(&tag.to_string())?;
+            return Ok(vec![format!("Untagged: {}", tag.familiar_string())]);
+        }
         if record.tags.len() > 1 {
             store.untag(&tag.to_string())?;
             return Ok(vec![format!("Untagged: {}", tag.familiar_string())]);
         }
         return delete(store, &record);
+    }
+    if let Some(user) = users.first() {
+        let (how, state) = if user.is_running() {
+            ("cannot be forced", "running")
+        } else {
+            ("must be forced", "stopped")
+        };
+        return Err(DockerError(format!(
+            "conflict: unable to delete {} ({how}) - image is being used by {state} container {}",
+            record.id.short(),
+            user.short_id()
+        ))
+        .into());
     }
     let repos: BTreeSet<String> = record.tags.iter().map(|t| t.familiar_name()).collect();
     if repos.len() > 1 && !force {

@@ -1,0 +1,313 @@
+//! Containers end to end: `kiln run`, `ps`, `logs`, `stop`, `kill`, `rm`,
+//! `commit`, `rmi` refusal, with real overlayfs and runc on a busybox image
+//! imported in the test. Needs root, runc and /bin/busybox; each test
+//! prints why and returns when they are missing.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+fn available() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let busybox = Path::new("/bin/busybox").exists();
+    if !(root && runc && busybox) {
+        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
+    }
+    root && runc && busybox
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_path_with_name("/bin/busybox", "bin/busybox")
+            .unwrap();
+        for applet in [
+            "sh", "echo", "cat", "ls", "id", "touch", "true", "false", "sleep", "pwd", "env", "ip",
+            "nc", "wc",
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, format!("bin/{applet}"), "busybox")
+                .unwrap();
+        }
+        let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+        let group = b"root:x:0:\napp:x:1000:\n";
+        for (path, data) in [("etc/passwd", &passwd[..]), ("etc/group", &group[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        let tar = env.dir.path().join("busybox.tar");
+        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        env.ok(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            "-c",
+            "CMD [\"sh\"]",
+            tar.to_str().unwrap(),
+            "busybox:test",
+        ]);
+        env
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn kiln(&self) -> Command {
+        let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_ROOT", self.root());
+        c.timeout(Duration::from_secs(60));
+        c
+    }
+
+    /// (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.kiln().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "kiln {args:?}: {err}");
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Leave no container running.
+        if let Ok(out) = self.kiln().args(["ps", "-q", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.kiln().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+#[test]
+fn exit_codes_env_cwd_user_and_rm() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let (code, out, _) = env.run(&["run", "--rm", "busybox:test", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!((code, out.as_str()), (3, "hi\n"));
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/work",
+        "-u",
+        "app",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u",
+    ]);
+    assert_eq!(out, "bar\n/work\n1000\n");
+    // --rm removed them all.
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    let (code, _, err) = env.run(&["run", "--rm", "busybox:test", "foo"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("exec: \"foo\": executable file not found in $PATH"),
+        "{err}"
+    );
+    // Network none: only lo.
+    let out = env.ok(&["run", "--rm", "busybox:test", "ls", "/sys/class/net"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+
+    // Without --rm the container stays, exited.
+    env.ok(&["run", "--name", "kept", "busybox:test", "true"]);
+    let ps = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("kept Exited (0) "), "{ps}");
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+    let (code, _, err) = env.run(&["run", "--name", "kept", "busybox:test", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("is already in use"), "{err}");
+    assert_eq!(env.ok(&["rm", "kept"]), "kept\n");
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn detached_ps_logs_stop_kill() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox:test",
+        "sh",
+        "-c",
+        "trap '' TERM; echo started; echo err >&2; sleep 100",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    // kiln has exited; the shim keeps the container running.
+    let ps = env.ok(&["ps"]);
+    assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
+    assert!(ps.contains(&id[..12]) && ps.contains("Up "), "{ps}");
+    assert!(ps.contains("stubborn"), "{ps}");
+    wait_for("logs", || env.ok(&["logs", "stubborn"]) == "started\n");
+    let (_, _, err) = env.run(&["logs", "stubborn"]);
+    assert_eq!(err, "err\n");
+    assert_eq!(env.ok(&["logs", "--tail", "0", "stubborn"]), "");
+    let ts = env.ok(&["logs", "-t", "stubborn"]);
+    assert!(ts.contains("Z started"), "{ts}");
+
+    let start = Instant::now();
+    assert_eq!(env.ok(&["stop", "-t", "1", "stubborn"]), "stubborn\n");
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    let status = env.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(status.starts_with("Exited (137)"), "{status}");
+    assert_eq!(env.ok(&["wait", "stubborn"]), "137\n");
+
+    // kill -s, and start again.
+    assert_eq!(env.ok(&["start", "stubborn"]), "stubborn\n");
+    assert!(
+        env.ok(&["ps", "--format", "{{.Names}}"])
+            .contains("stubborn")
+    );
+    env.ok(&["kill", "-s", "KILL", "stubborn"]);
+    wait_for("exit", || env.ok(&["ps", "-q"]).is_empty());
+    let (code, _, err) = env.run(&["kill", "stubborn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+
+    // rm refuses a running container without -f.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "runner",
+        "busybox:test",
+        "sleep",
+        "100",
+    ]);
+    let (code, _, err) = env.run(&["rm", "runner"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("container is running"), "{err}");
+    env.ok(&["rm", "-f", "runner"]);
+    let out = env.ok(&["container", "prune", "-f"]);
+    assert!(out.starts_with("Deleted Containers:\n"), "{out}");
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert_eq!(env.ok(&["container", "ls", "-a", "-q"]), "");
+}
+
+#[test]
+fn published_port_answers_on_localhost() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    // A free port for the host side.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("{port}:8080");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        "busybox:test",
+        "sh",
+        "-c",
+        "while true; do echo hello | nc -l -p 8080; done",
+    ]);
+    let ps = env.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert_eq!(ps.trim(), format!("127.0.0.1:{port}->8080/tcp"));
+    let mut answer = String::new();
+    wait_for("the published port", || {
+        answer.clear();
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(b"ping\n");
+        let _ = s.read_to_string(&mut answer);
+        answer == "hello\n"
+    });
+    env.ok(&["rm", "-f", "web"]);
+}
+
+#[test]
+fn commit_and_rmi_refusal() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&[
+        "run",
+        "--name",
+        "changer",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo changed > /marker",
+    ]);
+    let id = env.ok(&[
+        "commit",
+        "-m",
+        "add marker",
+        "-c",
+        "CMD [\"cat\", \"/marker\"]",
+        "changer",
+        "marked:v1",
+    ]);
+    assert!(id.starts_with("sha256:") && id.trim().len() == 71, "{id}");
+    assert_eq!(env.ok(&["run", "--rm", "marked:v1"]), "changed\n");
+
+    let (code, _, err) = env.run(&["rmi", "busybox:test"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("conflict: unable to remove repository reference \"busybox:test\" (must force) - container "),
+        "{err}"
+    );
+    env.ok(&["rm", "changer"]);
+    env.ok(&["rmi", "marked:v1"]);
+    env.ok(&["rmi", "busybox:test"]);
+}
