@@ -39,9 +39,19 @@ Run '{bin} COMMAND --help' for more information on a command.
 
 /// Applies Docker's help layout to the whole command tree.
 pub fn dockerize(cmd: Command) -> Command {
-    cmd.help_template(TOP_TEMPLATE)
-        .subcommand_value_name("COMMAND")
-        .mut_subcommands(|sub| apply(sub, "kiln"))
+    // Commands are listed alphabetically, as in Docker's help.
+    let mut names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    names.sort();
+    let mut cmd = cmd
+        .help_template(TOP_TEMPLATE)
+        .subcommand_value_name("COMMAND");
+    for (i, name) in names.iter().enumerate() {
+        cmd = cmd.mut_subcommand(name, |s| s.display_order(i));
+    }
+    cmd.mut_subcommands(|sub| apply(sub, "kiln"))
 }
 
 fn apply(sub: Command, parent: &str) -> Command {
