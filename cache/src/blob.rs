@@ -117,7 +117,7 @@ impl Store {
                     Some(size) => DigestVerifier::with_size(tmp, expected.clone(), size),
                     None => DigestVerifier::new(tmp, expected.clone()),
                 };
-                if let Err(e) = io::copy(&mut reader, &mut verifier) {
+                if let Err(e) = copy_large(&mut reader, &mut verifier) {
                     // The verifier cuts off a stream longer than the
                     // expected size with InvalidData.
                     if e.kind() == io::ErrorKind::InvalidData
@@ -142,7 +142,7 @@ impl Store {
                     written: 0,
                     limit: expected_size,
                 });
-                if let Err(e) = io::copy(&mut reader, &mut writer) {
+                if let Err(e) = copy_large(&mut reader, &mut writer) {
                     if e.kind() == io::ErrorKind::InvalidData
                         && let Some(expected) = expected_size
                     {
@@ -399,3 +399,22 @@ fn not_found_or(e: io::Error, digest: &Digest, action: &'static str, path: &Path
         Error::io(action, path, e)
     }
 }
+
+/// `io::copy` with a 1 MiB buffer: large blobs go through in far fewer
+/// reads, hash updates and writes than with the default 8 KiB.
+fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(reader: &mut R, writer: &mut W) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+
