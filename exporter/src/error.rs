@@ -66,6 +66,15 @@ pub enum Error {
     #[error("archive member {member:?} is larger than the limit of {limit} bytes")]
     MemberTooLarge { member: String, limit: u64 },
 
+    /// An OCI document breaks the image-spec's rules.
+    #[error("{what} {location} is not a valid OCI document")]
+    NotSpecCompliant {
+        what: &'static str,
+        location: String,
+        #[source]
+        source: kiln_oci::validate::ValidationError,
+    },
+
     /// A JSON document (from the archive or the store) could not be parsed.
     #[error("{what} {location} is invalid")]
     InvalidDocument {

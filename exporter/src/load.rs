@@ -408,6 +408,20 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// OCI-typed documents from an archive must follow the image-spec (Docker
+/// media types have the same shape but other rules for `mediaType`).
+fn spec_check(media_type: &str, bytes: &[u8], what: &'static str, digest: &Digest) -> Result<()> {
+    use kiln_oci::validate::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, validate};
+    if media_type == MEDIA_TYPE_MANIFEST || media_type == MEDIA_TYPE_CONFIG {
+        validate(media_type, bytes).map_err(|source| Error::NotSpecCompliant {
+            what,
+            location: digest.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Checks that a blob is in the store with the descriptor's size.
 fn check_blob(store: &Store, digest: &Digest, size: u64, referenced_by: &str) -> Result<()> {
     if !store.has_blob(digest)? {
@@ -444,6 +458,7 @@ fn check_oci_image(store: &Store, descriptor: &Descriptor) -> Result<(ImageId, D
     }
     check_blob(store, digest, descriptor.size, "index.json")?;
     let bytes = store.read_blob_bytes(digest, MAX_DOCUMENT)?;
+    spec_check(&descriptor.media_type, &bytes, "image manifest", digest)?;
     let manifest: Manifest = parse(&bytes, "image manifest", digest.to_string())?;
     if let Some(declared) = &manifest.media_type
         && declared != &descriptor.media_type
@@ -461,6 +476,12 @@ fn check_oci_image(store: &Store, descriptor: &Descriptor) -> Result<(ImageId, D
     }
     check_blob(store, &config_desc.digest, config_desc.size, &manifest_ref)?;
     let config_bytes = store.read_blob_bytes(&config_desc.digest, MAX_DOCUMENT)?;
+    spec_check(
+        &config_desc.media_type,
+        &config_bytes,
+        "image config",
+        &config_desc.digest,
+    )?;
     let config: ImageConfig = parse(
         &config_bytes,
         "image config",

@@ -14,6 +14,7 @@ pub mod config;
 pub mod digest;
 pub mod platform;
 pub mod reference;
+pub mod validate;
 
 pub use digest::{Digest, DigestError};
 pub use platform::Platform;
