@@ -151,7 +151,7 @@ fn is_uri(s: &str) -> bool {
 
 /// Standard base64 with padding.
 fn is_base64(s: &str) -> bool {
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return false;
     }
     let body = s.trim_end_matches('=');
