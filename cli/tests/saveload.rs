@@ -234,3 +234,38 @@ fn skopeo_and_umoci_read_kiln_archives() {
         );
     }
 }
+
+#[test]
+fn podman_loads_kiln_archives() {
+    if !tool("podman") {
+        return;
+    }
+    let env = Env::new();
+    let id = env.import("app:1", b"for podman");
+    let archive = env.path("p.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+    let podman = |args: &[&str]| {
+        Std::new("podman")
+            .arg("--root")
+            .arg(env.path("podman-root"))
+            .arg("--runroot")
+            .arg(env.path("podman-run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = podman(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "podman load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: docker.io/library/app:1"));
+    let out = podman(&["images", "--no-trunc", "--format", "{{.ID}}"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        id.ends_with(listed.trim()) || listed.trim().ends_with(id.trim_start_matches("sha256:")),
+        "{listed} vs {id}"
+    );
+}
