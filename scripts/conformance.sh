@@ -6,6 +6,10 @@
 #   scripts/conformance.sh            # summary
 #   scripts/conformance.sh -v         # also every failing case
 #   scripts/conformance.sh --only buildkit-shell
+#   KILN_MOBY_ONLY=TestBuildOnBuild scripts/conformance.sh --only moby -v
+#
+# moby-build needs root, runc and /bin/busybox (it is reported as skipped
+# without them); it takes about a minute.
 #
 # Exits non-zero when a case fails. Skips (exit 0) when the corpora are absent:
 # a user's clone has no ../shared, and kiln's own tests carry their own data.
@@ -17,5 +21,8 @@ if [ ! -d "$corpus" ]; then
   exit 0
 fi
 cd "$here"
+# moby-build drives the real kiln binary (KILN_BIN) on a temporary store.
+cargo build -q -p kiln-cli
 cargo build -q -p kiln-conformance
+export KILN_BIN=${KILN_BIN:-$here/target/debug/kiln}
 exec "$here/target/debug/kiln-conformance" "$@" "$corpus"

@@ -31,8 +31,13 @@
 //!   snapshots/<chain-hex>/     layer snapshots (kiln-cache's layout)
 //!   blobs/sha256/<hex>         layer tars of exec/file results
 //!   build/
-//!     cache/<key-hex>.json     cache records: key → layer stack
-//!     statcache-<hash>.json    per local directory: path → stat → content hash
+//!     cache/<key-hex>.json     cache records: key → layer stack (mtime = last use)
+//!     statcache-<hash>.json    per local directory: path → stat → content hash (text)
+//!     statcache-<hash>.sel-<sel>  the previous build's selection (per-path
+//!                              descriptions), to name what changed
+//!     snapshot-sizes.json      memo of snapshot sizes for `builder du`/GC
+//!     locks/gc.lock            shared by every worker, exclusive for GC
+//!     locks/<key-hex>.lock     held from a miss until its record is written
 //!     tmp/                     overlay work directories and views
 //!     runtime/                 container state (kiln-runtime)
 //!   cache-mounts/<id>          RUN --mount=type=cache directories
@@ -59,7 +64,31 @@
 //! resulting layer stack: diff ids, snapshot chain ids, blobs. A lookup
 //! hits only while every snapshot and blob a record names is still in the
 //! store, so rebuilds are cached across processes and a pruned store
-//! degrades to misses.
+//! degrades to misses. A hit sets the record's mtime (its last use).
+//!
+//! ## Concurrency
+//!
+//! In one process the solver evaluates a digest once. Across processes
+//! (and across vertices of one build that share a key), a miss takes the
+//! key's lock (`build/locks/<key-hex>.lock`, an `flock`), looks the record
+//! up again, and holds the lock until the result is recorded or the
+//! evaluation ends ([`kiln_solver::Executor::release`]): of two builds
+//! missing one key at once, one computes and the other waits and hits.
+//!
+//! ## Why a step ran
+//!
+//! Lookups answer a [`kiln_solver::MissReason`]: `no record`; for a local
+//! source whose key changed, what changed, found by comparing the
+//! selection with the previous build's (`context: src/main.c changed`,
+//! `added`, `removed`, with `(and N more)`); for a step whose input's key
+//! changed that way, `InputChanged { input, detail }` with the same
+//! detail; `no-cache` comes from the solver.
+//!
+//! ## Garbage collection
+//!
+//! [`gc`]: disk usage, `builder prune` and the automatic collection after
+//! a build; it never deletes what an image uses or a running worker may
+//! use.
 //!
 //! ## Not yet
 //!
@@ -78,8 +107,10 @@ mod error;
 mod exec;
 mod fileop;
 mod fsref;
+pub mod gc;
 mod glob;
 mod local;
+mod locks;
 mod owner;
 mod paths;
 mod records;
@@ -92,6 +123,7 @@ use std::sync::Arc;
 
 pub use error::{Error, Result};
 pub use fsref::{FsRef, Layer, LayerBlob};
+pub use locks::LockFile;
 pub use worker::{Worker, WorkerConfig};
 
 /// Decides whether a relative, slash-separated path (`src/main.rs`) is

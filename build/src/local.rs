@@ -18,8 +18,6 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::PathMatcher;
 use crate::error::{Error, Result};
 use crate::glob::{self, IgnoreMatcher};
@@ -242,7 +240,7 @@ fn walk(
 }
 
 /// Stat data that, unchanged, lets a file's content hash be reused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct StatKey {
     size: u64,
     mtime_ns: i128,
@@ -263,42 +261,127 @@ impl StatKey {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct StatEntry {
-    #[serde(flatten)]
     stat: StatKey,
     hash: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The persistent stat cache of one directory: relative path → stat data
+/// and content hash. A text file, one entry a line after a version line:
+/// `<hash> <size> <mtime-ns> <ctime-ns> <ino> <mode> <path>`, the path as a
+/// JSON string when it holds a newline, backslash or quote. Any unreadable
+/// file is an empty cache (it only costs re-reading files).
+#[derive(Debug, Default)]
 struct StatCache {
-    version: u32,
     files: BTreeMap<String, StatEntry>,
 }
 
-const STAT_CACHE_VERSION: u32 = 1;
+const STAT_CACHE_HEADER: &str = "kiln-statcache v2";
+
+impl StatCache {
+    fn read(path: &Path) -> StatCache {
+        let Ok(text) = fs::read_to_string(path) else {
+            return StatCache::default();
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(STAT_CACHE_HEADER) {
+            return StatCache::default();
+        }
+        let mut files = BTreeMap::new();
+        for line in lines {
+            match Self::parse_line(line) {
+                Some((rel, entry)) => {
+                    files.insert(rel, entry);
+                }
+                None => {
+                    tracing::debug!(path = %path.display(), "ignoring a damaged stat cache");
+                    return StatCache::default();
+                }
+            }
+        }
+        StatCache { files }
+    }
+
+    fn parse_line(line: &str) -> Option<(String, StatEntry)> {
+        let mut it = line.splitn(7, ' ');
+        let hash = it.next()?.to_owned();
+        let stat = StatKey {
+            size: it.next()?.parse().ok()?,
+            mtime_ns: it.next()?.parse().ok()?,
+            ctime_ns: it.next()?.parse().ok()?,
+            ino: it.next()?.parse().ok()?,
+            mode: it.next()?.parse().ok()?,
+        };
+        let rel = it.next()?;
+        let rel = if rel.starts_with('"') {
+            serde_json::from_str(rel).ok()?
+        } else {
+            rel.to_owned()
+        };
+        Some((rel, StatEntry { stat, hash }))
+    }
+
+    fn encode(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(64 + self.files.len() * 128);
+        out.push_str(STAT_CACHE_HEADER);
+        out.push('\n');
+        for (rel, e) in &self.files {
+            let s = &e.stat;
+            let _ = write!(
+                out,
+                "{} {} {} {} {} {} ",
+                e.hash, s.size, s.mtime_ns, s.ctime_ns, s.ino, s.mode
+            );
+            if rel.contains(['\n', '\r', '\\', '"']) || rel.starts_with('"') {
+                out.push_str(&serde_json::to_string(rel).unwrap_or_default());
+            } else {
+                out.push_str(rel);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Replaces `path` (temp file and rename; no fsync: a cache).
+    fn write(&self, path: &Path) {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let r = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .and_then(|mut tmp| {
+                tmp.write_all(self.encode().as_bytes())?;
+                tmp.persist(path).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(e) = r {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the stat cache");
+        }
+    }
+}
 const LOCAL_KEY_DOMAIN: &[u8] = b"kiln.local.v1\0";
 
-/// The content key of a selection (blocking). `stat_cache` is the
-/// persistent stat cache file for this directory.
-pub(crate) fn content_key(root: &Path, entries: &[Entry], stat_cache: &Path) -> Result<[u8; 32]> {
-    let mut cache: StatCache = fs::read(stat_cache)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|c: &StatCache| c.version == STAT_CACHE_VERSION)
-        .unwrap_or_default();
-    let mut next = StatCache {
-        version: STAT_CACHE_VERSION,
-        files: BTreeMap::new(),
-    };
+/// The content key of a selection (blocking) and the content hashes of
+/// its files (hex; empty for other entries), in `entries` order.
+/// `stat_cache` is the persistent stat cache file for this directory.
+pub(crate) fn content_key(
+    root: &Path,
+    entries: &[Entry],
+    stat_cache: &Path,
+) -> Result<([u8; 32], Vec<String>)> {
+    let mut cache = StatCache::read(stat_cache);
     let mut h = blake3::Hasher::new();
     h.update(LOCAL_KEY_DOMAIN);
     let mut rehashed = 0usize;
+    let mut hashes = Vec::with_capacity(entries.len());
     for e in entries {
         h.update(&(e.rel.len() as u64).to_le_bytes());
         h.update(e.rel.as_bytes());
         h.update(&[e.kind.code()]);
         h.update(&(e.meta.permissions().mode() & 0o7777).to_le_bytes());
+        let mut file_hash = String::new();
         match e.kind {
             Kind::Symlink => {
                 let t = e.target.as_deref().unwrap_or(Path::new(""));
@@ -308,8 +391,8 @@ pub(crate) fn content_key(root: &Path, entries: &[Entry], stat_cache: &Path) -> 
             }
             Kind::File => {
                 let stat = StatKey::of(&e.meta);
-                let hash = match cache.files.remove(&e.rel) {
-                    Some(c) if c.stat == stat => c.hash,
+                file_hash = match cache.files.get(&e.rel) {
+                    Some(c) if c.stat == stat => c.hash.clone(),
                     _ => {
                         rehashed += 1;
                         let path = root.join(&e.rel);
@@ -318,37 +401,120 @@ pub(crate) fn content_key(root: &Path, entries: &[Entry], stat_cache: &Path) -> 
                         let mut fh = blake3::Hasher::new();
                         fh.update_reader(f)
                             .map_err(|err| Error::io("read", &path, err))?;
-                        fh.finalize().to_hex().to_string()
+                        let hash = fh.finalize().to_hex().to_string();
+                        cache.files.insert(
+                            e.rel.clone(),
+                            StatEntry {
+                                stat,
+                                hash: hash.clone(),
+                            },
+                        );
+                        hash
                     }
                 };
                 h.update(&e.meta.len().to_le_bytes());
-                h.update(hash.as_bytes());
-                next.files.insert(e.rel.clone(), StatEntry { stat, hash });
+                h.update(file_hash.as_bytes());
             }
             Kind::Other => {
                 h.update(&e.meta.rdev().to_le_bytes());
             }
             Kind::Dir => {}
         }
+        hashes.push(file_hash);
     }
     tracing::debug!(root = %root.display(), entries = entries.len(), rehashed, "hashed local source");
-    if rehashed > 0 || !cache.files.is_empty() {
-        // Entries no longer selected are dropped only if nothing else
-        // selects them: keep the union so several selections of one
-        // directory share the cache.
-        for (k, v) in cache.files {
-            next.files.entry(k).or_insert(v);
-        }
-        match serde_json::to_vec(&next) {
-            Ok(bytes) => {
-                if let Err(e) = crate::records::write_atomic(stat_cache, &bytes) {
-                    tracing::warn!(path = %stat_cache.display(), error = %e, "could not write the stat cache");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not encode the stat cache"),
+    if rehashed > 0 {
+        // Entries this selection did not cover stay: several selections
+        // of one directory share the cache. (So entries of deleted files
+        // stay until the path is hashed again.)
+        cache.write(stat_cache);
+    }
+    Ok((*h.finalize().as_bytes(), hashes))
+}
+
+/// How one selected entry is described in a selection record: what the
+/// content key covers, as text (`f644:<hash>`, `d755`, `l777:<target>`).
+fn describe(e: &Entry, hash: &str) -> String {
+    let mode = e.meta.permissions().mode() & 0o7777;
+    match e.kind {
+        Kind::Dir => format!("d{mode:o}"),
+        Kind::File => format!("f{mode:o}:{hash}"),
+        Kind::Symlink => format!(
+            "l{mode:o}:{}",
+            e.target.as_deref().unwrap_or(Path::new("")).display()
+        ),
+        Kind::Other => format!("o{mode:o}:{}", e.meta.rdev()),
+    }
+}
+
+const SELECTION_HEADER: &str = "kiln-selection v1 ";
+
+/// The content key recorded in a selection record, if readable.
+fn recorded_key(path: &Path) -> Option<String> {
+    use std::io::BufRead;
+    let f = fs::File::open(path).ok()?;
+    let mut line = String::new();
+    io::BufReader::new(f).read_line(&mut line).ok()?;
+    line.trim_end()
+        .strip_prefix(SELECTION_HEADER)
+        .map(str::to_owned)
+}
+
+/// Compares a selection with the one recorded at `record` (the previous
+/// build's selection of the same source) and records the new one when its
+/// key differs. Returns what changed, naming the first changed path:
+/// `context: src/main.c changed` (or `added`, `removed`), with
+/// `(and N more)` when more changed; `None` when the key is unchanged or
+/// nothing was recorded before. Blocking; failures only cost the
+/// explanation.
+pub(crate) fn diff_selection(
+    name: &str,
+    record: &Path,
+    key: &[u8; 32],
+    entries: &[Entry],
+    hashes: &[String],
+) -> Option<String> {
+    let key_hex = hex::encode(key);
+    let previous = recorded_key(record);
+    if previous.as_deref() == Some(key_hex.as_str()) {
+        return None;
+    }
+    let current: BTreeMap<&str, String> = entries
+        .iter()
+        .zip(hashes)
+        .map(|(e, hash)| (e.rel.as_str(), describe(e, hash)))
+        .collect();
+    let old: Option<BTreeMap<String, String>> = previous.and_then(|_| {
+        let text = fs::read_to_string(record).ok()?;
+        let body = text.split_once('\n')?.1;
+        serde_json::from_str(body).ok()
+    });
+    let body = serde_json::to_string(&current).unwrap_or_default();
+    let text = format!("{SELECTION_HEADER}{key_hex}\n{body}\n");
+    if let Err(e) = crate::records::write_atomic(record, text.as_bytes()) {
+        tracing::warn!(path = %record.display(), error = %e, "could not record the selection");
+    }
+    let old = old?;
+    let mut changes = Vec::new();
+    for (path, desc) in &current {
+        match old.get(*path) {
+            None => changes.push((*path, "added")),
+            Some(o) if o != desc => changes.push((*path, "changed")),
+            Some(_) => {}
         }
     }
-    Ok(*h.finalize().as_bytes())
+    for path in old.keys() {
+        if !current.contains_key(path.as_str()) {
+            changes.push((path.as_str(), "removed"));
+        }
+    }
+    changes.sort();
+    let (first, verb) = changes.first()?;
+    let mut detail = format!("{name}: {first} {verb}");
+    if changes.len() > 1 {
+        detail.push_str(&format!(" (and {} more)", changes.len() - 1));
+    }
+    Some(detail)
 }
 
 /// Copies the selected entries from `root` into `dest` (blocking).
@@ -443,5 +609,69 @@ mod tests {
             rels(&["."], &["node_modules", "src/b"]),
             ["docs", "docs/x.md", "docs/y.txt", "other", "src", "src/a"]
         );
+    }
+
+    #[test]
+    fn stat_cache_round_trips_and_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        for name in ["a", "sub/b c", "odd\nname", "q\"uote", "back\\slash"] {
+            let p = root.join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, name).unwrap();
+        }
+        let sel = Selection::new(&[".".to_owned()], &[], None, &[]);
+        let entries = select(&root, &sel).unwrap();
+        let sc = dir.path().join("statcache");
+        let (k1, hashes) = content_key(&root, &entries, &sc).unwrap();
+        let cache = StatCache::read(&sc);
+        let files: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::File).collect();
+        assert_eq!(cache.files.len(), files.len());
+        for (e, hash) in entries.iter().zip(&hashes) {
+            if e.kind == Kind::File {
+                let c = &cache.files[&e.rel];
+                assert_eq!(c.stat, StatKey::of(&e.meta), "{}", e.rel);
+                assert_eq!(&c.hash, hash);
+            }
+        }
+        // Unchanged: nothing is rewritten, the key stays.
+        let before = fs::metadata(&sc).unwrap().modified().unwrap();
+        let (k2, _) = content_key(&root, &entries, &sc).unwrap();
+        assert_eq!(k1, k2);
+        assert_eq!(fs::metadata(&sc).unwrap().modified().unwrap(), before);
+        // A damaged cache is an empty one.
+        fs::write(&sc, "kiln-statcache v2\nnot a line\n").unwrap();
+        assert!(StatCache::read(&sc).files.is_empty());
+        assert_eq!(content_key(&root, &entries, &sc).unwrap().0, k1);
+    }
+
+    #[test]
+    fn selection_diffs_name_the_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctx");
+        let write = |p: &str, d: &str| {
+            let p = root.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, d).unwrap();
+        };
+        write("a", "1");
+        write("src/main.c", "1");
+        let sc = dir.path().join("statcache");
+        let record = dir.path().join("sel");
+        let sel = Selection::new(&[".".to_owned()], &[], None, &[]);
+        let diff = || {
+            let entries = select(&root, &sel).unwrap();
+            let (key, hashes) = content_key(&root, &entries, &sc).unwrap();
+            diff_selection("context", &record, &key, &entries, &hashes)
+        };
+        assert_eq!(diff(), None, "nothing recorded yet");
+        assert_eq!(diff(), None, "unchanged");
+        write("src/main.c", "2");
+        assert_eq!(diff().as_deref(), Some("context: src/main.c changed"));
+        write("b", "new");
+        fs::remove_file(root.join("a")).unwrap();
+        assert_eq!(diff().as_deref(), Some("context: a removed (and 1 more)"));
+        std::fs::set_permissions(root.join("b"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(diff().as_deref(), Some("context: b changed"));
     }
 }

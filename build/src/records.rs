@@ -18,20 +18,43 @@ use crate::fsref::{FsRef, Layer, LayerBlob};
 const RECORD_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct Record {
-    version: u32,
-    layers: Vec<RecordLayer>,
+pub(crate) struct Record {
+    pub version: u32,
+    pub layers: Vec<RecordLayer>,
+    /// The step that produced it (`[build 2/3] RUN make`), for `builder du`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl Record {
+    /// Reads a record file; `None` if absent, unreadable or of another
+    /// version.
+    pub(crate) fn read(path: &std::path::Path) -> Result<Option<Record>> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) if r.version == RECORD_VERSION => Ok(Some(r)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cache record");
+                Ok(None)
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
-struct RecordLayer {
-    diff_id: Digest,
+pub(crate) struct RecordLayer {
+    pub diff_id: Digest,
     /// The snapshot's chain id (`snapshots/<hex>`).
-    snapshot: Digest,
+    pub snapshot: Digest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    blob: Option<LayerBlob>,
+    pub blob: Option<LayerBlob>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    empty: bool,
+    pub empty: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -49,24 +72,14 @@ impl Records {
         self.dir.join(format!("{}.json", key.hex()))
     }
 
-    /// The stack recorded under `key`, if complete in the store.
+    /// The stack recorded under `key`, if complete in the store. A hit
+    /// sets the record file's modification time to now: its last use,
+    /// which garbage collection goes by.
     pub(crate) fn load(&self, key: &CacheKey) -> Result<Option<FsRef>> {
         let path = self.path(key);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
-        };
-        let record: Record = match serde_json::from_slice(&bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cache record");
-                return Ok(None);
-            }
-        };
-        if record.version != RECORD_VERSION {
+        let Some(record) = Record::read(&path)? else {
             return Ok(None);
-        }
+        };
         let mut layers = Vec::with_capacity(record.layers.len());
         for l in record.layers {
             let snapshot_dir = self.store.snapshot_dir(&l.snapshot).join("fs");
@@ -88,13 +101,15 @@ impl Records {
                 empty: l.empty,
             });
         }
+        touch(&path);
         Ok(Some(FsRef::from_layers(layers)))
     }
 
     /// Records `fs` under `key` (atomically replacing any older record).
-    pub(crate) fn save(&self, key: &CacheKey, fs_ref: &FsRef) -> Result<()> {
+    pub(crate) fn save(&self, key: &CacheKey, fs_ref: &FsRef, description: &str) -> Result<()> {
         let record = Record {
             version: RECORD_VERSION,
+            description: description.to_owned(),
             layers: fs_ref
                 .layers()
                 .iter()
@@ -112,6 +127,17 @@ impl Records {
             source,
         })?;
         write_atomic(&path, &bytes)
+    }
+}
+
+/// Marks a record as used now (its mtime). Failures only cost GC order.
+fn touch(path: &std::path::Path) {
+    let r = fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = r {
+        tracing::debug!(path = %path.display(), error = %e, "could not mark the cache record used");
     }
 }
 

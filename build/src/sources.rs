@@ -170,6 +170,8 @@ pub(crate) fn local_dir(shared: &Shared, name: &str) -> Result<PathBuf> {
 }
 
 pub(crate) struct LocalSpec {
+    /// The source's name (`context`, or a `--build-context` name).
+    pub name: String,
     pub dir: PathBuf,
     pub follow: Vec<String>,
     pub include: Vec<String>,
@@ -192,15 +194,33 @@ fn local_entries(shared: &Shared, spec: &LocalSpec) -> Result<Vec<local::Entry>>
     local::select(&spec.dir, &sel)
 }
 
-/// The content key of a local source (blocking).
-pub(crate) fn local_key(shared: &Shared, spec: &LocalSpec) -> Result<[u8; 32]> {
+/// The content key of a local source (blocking), and, when it differs
+/// from the previous build's key of the same selection, what changed
+/// (`context: src/main.c changed`).
+pub(crate) fn local_key(shared: &Shared, spec: &LocalSpec) -> Result<([u8; 32], Option<String>)> {
     let entries = local_entries(shared, spec)?;
     let canon = fs::canonicalize(&spec.dir).unwrap_or_else(|_| spec.dir.clone());
     let tag = blake3::hash(canon.as_os_str().as_encoded_bytes()).to_hex();
     let stat_cache = shared
         .build_dir
         .join(format!("statcache-{}.json", &tag[..16]));
-    local::content_key(&spec.dir, &entries, &stat_cache)
+    let (key, hashes) = local::content_key(&spec.dir, &entries, &stat_cache)?;
+    // The previous selection with the same parameters, beside the stat
+    // cache: `statcache-<dir>.sel-<selection>`.
+    let mut sel = blake3::Hasher::new();
+    for list in [&spec.follow, &spec.include, &spec.exclude] {
+        sel.update(&(list.len() as u64).to_le_bytes());
+        for p in list {
+            sel.update(&(p.len() as u64).to_le_bytes());
+            sel.update(p.as_bytes());
+        }
+    }
+    let sel = sel.finalize().to_hex();
+    let record = shared
+        .build_dir
+        .join(format!("statcache-{}.sel-{}", &tag[..16], &sel[..16]));
+    let change = local::diff_selection(&spec.name, &record, &key, &entries, &hashes);
+    Ok((key, change))
 }
 
 /// Copies a local source's selection into a new layer (blocking).

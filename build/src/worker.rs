@@ -1,8 +1,8 @@
 //! [`Worker`]: the [`Executor`] that runs ops on the local store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use kiln_cache::Store;
 use kiln_runtime::{Runtime, RuntimeConfig};
@@ -13,6 +13,7 @@ use kiln_solver::{
 use crate::error::{Error, Result, blocking};
 use crate::fileop::{self, FileOpEnv};
 use crate::fsref::FsRef;
+use crate::locks::{self, LockFile};
 use crate::records::Records;
 use crate::sources::{self, LocalSpec};
 use crate::{MatcherFactory, exec, local};
@@ -67,6 +68,21 @@ pub(crate) struct Shared {
     pub cache_mounts: PathBuf,
     records: Records,
     http: OnceLock<reqwest::Client>,
+    /// Per-key locks held from a miss until the result is recorded.
+    held: Mutex<HashMap<CacheKey, Vec<LockFile>>>,
+    /// Why keys of this build changed: for local sources what changed in
+    /// the files, for other vertices the first changed input's reason.
+    changes: Mutex<HashMap<CacheKey, String>>,
+    /// The input keys each key was derived from.
+    inputs_of: Mutex<HashMap<CacheKey, Vec<CacheKey>>>,
+    /// The shared GC lock, held for the worker's lifetime.
+    _gc: LockFile,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is a single insert or remove: a panicking holder
+    // leaves the map consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -99,18 +115,22 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// A worker on `store`. Creates `<root>/build/` (cache records, stat
-    /// caches, temporary mounts and container state) and
+    /// caches, locks, temporary mounts and container state) and
     /// `<root>/cache-mounts/`; removes leftovers of earlier runs in
-    /// `<root>/build/tmp`.
+    /// `<root>/build/tmp`. Holds the build cache's GC lock shared until
+    /// dropped (waiting for a running `builder prune`), so garbage
+    /// collection never removes what this worker may use.
     pub fn new(store: Store, config: WorkerConfig) -> Result<Worker> {
         let root = store.root().to_owned();
         let build_dir = root.join("build");
         let tmp = build_dir.join("tmp");
         let cache_dir = build_dir.join("cache");
         let cache_mounts = root.join("cache-mounts");
-        for d in [&build_dir, &tmp, &cache_dir, &cache_mounts] {
+        let locks_dir = locks::locks_dir(&build_dir);
+        for d in [&build_dir, &tmp, &cache_dir, &cache_mounts, &locks_dir] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create directory", d, e))?;
         }
+        let gc = locks::gc_shared(&build_dir)?;
         let mut rc = RuntimeConfig::new(build_dir.join("runtime"));
         if let Some(runc) = &config.runc {
             rc.runc = runc.clone();
@@ -131,6 +151,10 @@ impl Worker {
                 tmp,
                 cache_mounts,
                 http: OnceLock::new(),
+                held: Mutex::new(HashMap::new()),
+                changes: Mutex::new(HashMap::new()),
+                inputs_of: Mutex::new(HashMap::new()),
+                _gc: gc,
             }),
         })
     }
@@ -154,6 +178,7 @@ impl Worker {
             return Ok(None);
         };
         Ok(Some(LocalSpec {
+            name: name.clone(),
             dir: sources::local_dir(&self.shared, name)?,
             follow: follow_paths.clone(),
             include: include_patterns.clone(),
@@ -252,6 +277,27 @@ pub(crate) fn diff(lower: &FsRef, upper: &FsRef) -> Result<FsRef> {
     Ok(FsRef::from_layers(upper.layers()[lower.len()..].to_vec()))
 }
 
+impl Worker {
+    /// Why `key` missed: what changed in a local source's files, else the
+    /// first input whose key changed for a known reason, else no record.
+    fn miss_reason(&self, vertex: &Vertex, key: &CacheKey) -> MissReason {
+        let mut changes = lock(&self.shared.changes);
+        if let Some(detail) = changes.get(key)
+            && matches!(vertex.op(), Op::Source(_))
+        {
+            return MissReason::Other(detail.clone());
+        }
+        let inputs = lock(&self.shared.inputs_of).get(key).cloned();
+        for (i, input) in inputs.iter().flatten().enumerate() {
+            if let Some(detail) = changes.get(input).cloned() {
+                changes.insert(*key, detail.clone());
+                return MissReason::InputChanged { input: i, detail };
+            }
+        }
+        MissReason::NoRecord
+    }
+}
+
 const IMAGE_CACHE_KEY_DOMAIN: &[u8] = b"kiln.cachekey.image.v1\0";
 const LOCAL_CACHE_KEY_DOMAIN: &[u8] = b"kiln.cachekey.local.v1\0";
 
@@ -268,14 +314,21 @@ impl Executor for Worker {
             && let Some(spec) = self.local_spec(src)?
         {
             let shared = self.shared.clone();
-            let content = blocking(move || sources::local_key(&shared, &spec)).await?;
+            let (content, change) = blocking(move || sources::local_key(&shared, &spec)).await?;
             let mut h = blake3::Hasher::new();
             h.update(LOCAL_CACHE_KEY_DOMAIN);
             h.update(&content);
-            return Ok(CacheKey::from_bytes(*h.finalize().as_bytes()));
+            let key = CacheKey::from_bytes(*h.finalize().as_bytes());
+            if let Some(change) = change {
+                lock(&self.shared.changes).insert(key, change);
+            }
+            return Ok(key);
         }
         let keys: Vec<CacheKey> = inputs.iter().map(|i| i.key).collect();
         let derived = CacheKey::derive(vertex, &keys);
+        if !keys.is_empty() {
+            lock(&self.shared.inputs_of).insert(derived, keys);
+        }
         if let Op::Source(SourceOp::Image {
             reference,
             resolved_digest,
@@ -297,12 +350,40 @@ impl Executor for Worker {
         Ok(derived)
     }
 
-    async fn lookup(&self, _vertex: &Vertex, key: &CacheKey) -> Result<Lookup<FsRef>, BoxError> {
+    /// A hit touches the record (its last use, for GC). On a miss, takes
+    /// the key's lock (waiting while another process or vertex computes
+    /// the same key), looks again, and keeps the lock until
+    /// [`Executor::release`] if it still misses.
+    async fn lookup(&self, vertex: &Vertex, key: &CacheKey) -> Result<Lookup<FsRef>, BoxError> {
         let records = self.shared.records.clone();
         let key = *key;
-        match blocking(move || records.load(&key)).await? {
-            Some(fs) => Ok(Lookup::Hit(fs)),
-            None => Ok(Lookup::Miss(MissReason::NoRecord)),
+        if let Some(fs) = blocking(move || records.load(&key)).await? {
+            return Ok(Lookup::Hit(fs));
+        }
+        let shared = self.shared.clone();
+        // If this future is dropped while waiting, the lock is released
+        // when the blocking task finishes and its result is dropped.
+        let (held, found) = blocking(move || {
+            let held = locks::key_lock(&shared.build_dir, &key)?;
+            let found = shared.records.load(&key)?;
+            Ok((held, found))
+        })
+        .await?;
+        if let Some(fs) = found {
+            tracing::debug!(key = %key.short(), "computed meanwhile by another build");
+            return Ok(Lookup::Hit(fs));
+        }
+        lock(&self.shared.held).entry(key).or_default().push(held);
+        Ok(Lookup::Miss(self.miss_reason(vertex, &key)))
+    }
+
+    fn release(&self, _vertex: &Vertex, key: &CacheKey) {
+        let mut held = lock(&self.shared.held);
+        if let Some(list) = held.get_mut(key) {
+            list.pop();
+            if list.is_empty() {
+                held.remove(key);
+            }
         }
     }
 
@@ -315,14 +396,9 @@ impl Executor for Worker {
         Ok(self.execute(vertex, inputs, &ctx).await?)
     }
 
-    async fn store(
-        &self,
-        _vertex: &Vertex,
-        key: &CacheKey,
-        output: &FsRef,
-    ) -> Result<(), BoxError> {
+    async fn store(&self, vertex: &Vertex, key: &CacheKey, output: &FsRef) -> Result<(), BoxError> {
         let records = self.shared.records.clone();
-        let (key, output) = (*key, output.clone());
-        Ok(blocking(move || records.save(&key, &output)).await?)
+        let (key, output, name) = (*key, output.clone(), vertex.name());
+        Ok(blocking(move || records.save(&key, &output, &name)).await?)
     }
 }

@@ -402,7 +402,10 @@ fn not_found_or(e: io::Error, digest: &Digest, action: &'static str, path: &Path
 
 /// `io::copy` with a 1 MiB buffer: large blobs go through in far fewer
 /// reads, hash updates and writes than with the default 8 KiB.
-fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(reader: &mut R, writer: &mut W) -> io::Result<u64> {
+fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(
+    reader: &mut R,
+    writer: &mut W,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -416,5 +419,3 @@ fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(reader: &mut R, write
         total += n as u64;
     }
 }
-
-

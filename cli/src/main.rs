@@ -59,6 +59,9 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile
     Build(Box<commands::build::BuildArgs>),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(commands::builder::BuilderCommand),
     /// Create a new image from a container's changes
     Commit(commands::commit::CommitArgs),
     /// Manage containers
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
     let ctx = commands::Context { root: cli.root };
     let result = match cli.command {
         Command::Build(a) => commands::build::run(&ctx, *a),
+        Command::Builder(cmd) => commands::builder::run(&ctx, cmd),
         Command::Commit(a) => commands::commit::run(&ctx, a),
         Command::Container(cmd) => commands::container::run_container(&ctx, cmd),
         Command::Kill(a) => commands::container::kill(&ctx, a),

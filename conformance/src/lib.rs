@@ -9,6 +9,8 @@ use std::path::Path;
 
 pub mod dockerignore;
 pub mod instructions;
+pub mod moby_build;
+pub mod oci_spec;
 pub mod parser;
 pub mod reference;
 pub mod shell;
@@ -23,6 +25,8 @@ pub struct Report {
     pub skipped: usize,
     /// One line per failed case, for `--verbose`.
     pub failures: Vec<String>,
+    /// Checks or cases skipped by design, with the reason, for `--verbose`.
+    pub skips: Vec<String>,
 }
 
 impl Report {

@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The build cache's disk usage and garbage collection (`kiln builder`).
+pub use kiln_build::gc as build_cache;
 use kiln_build::{FsRef, MatcherFactory, PathMatcher, Worker, WorkerConfig};
 use kiln_cache::Store;
 use kiln_exporter::{CommitOptions, CommittedImage, Compression, LayerInput, MediaTypes};
@@ -459,6 +461,10 @@ pub async fn build(
             }
         }
     }
+    // The worker (and with it the shared GC lock) goes only now: the
+    // result's layers stay protected until exported.
+    drop(solver);
+    auto_prune(store);
     Ok(BuildOutcome {
         image,
         warnings,
@@ -466,6 +472,21 @@ pub async fn build(
         executed,
         cached,
     })
+}
+
+/// The automatic build-cache collection after a successful build (see
+/// [`build_cache::auto_prune`]): skipped while other builds run; a failure
+/// is logged, never fails the build.
+fn auto_prune(store: &Store) {
+    match build_cache::auto_prune(store) {
+        Ok(Some(r)) if !r.removed.is_empty() => tracing::info!(
+            removed = r.removed.len(),
+            reclaimed = r.reclaimed,
+            "automatic build-cache collection"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "automatic build-cache collection failed"),
+    }
 }
 
 /// A rebuild whose layers and config equal an existing image's, but for

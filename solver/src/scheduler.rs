@@ -119,8 +119,8 @@ pub enum MissReason {
 impl fmt::Display for MissReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MissReason::NoRecord => f.write_str("no cache record"),
-            MissReason::IgnoreCache => f.write_str("cache disabled for this step"),
+            MissReason::NoRecord => f.write_str("no record"),
+            MissReason::IgnoreCache => f.write_str("no-cache"),
             MissReason::DefinitionChanged { detail } => write!(f, "definition changed: {detail}"),
             MissReason::InputChanged { input, detail } => {
                 write!(f, "input {input} changed: {detail}")
@@ -210,6 +210,16 @@ pub trait Executor: Send + Sync + 'static {
         inputs: Vec<Self::Output>,
         ctx: ExecContext,
     ) -> Result<Self::Output, BoxError>;
+
+    /// Called once the solver is done with a key whose [`Executor::lookup`]
+    /// missed, however that ended: after [`Executor::store`], after a
+    /// failed exec, or when the evaluation was cancelled (also while
+    /// waiting for an execution slot). Executors that hold a per-key lock
+    /// from the miss until the record is written release it here. It must
+    /// not block. The default does nothing.
+    fn release(&self, vertex: &Vertex, key: &CacheKey) {
+        let _ = (vertex, key);
+    }
 
     /// Records a successful execution under `key`. Failures are logged and
     /// do not fail the build. The default stores nothing.
@@ -858,6 +868,7 @@ async fn evaluate<E: Executor + ?Sized>(
         .collect();
 
     // Everything up to the exec is dropped as soon as `cancel` fires.
+    let mut release: Option<Release<'_, E>> = None;
     let prepared = async {
         let key = executor
             .cache_key(vertex, &inputs)
@@ -872,7 +883,14 @@ async fn evaluate<E: Executor + ?Sized>(
                 .map_err(|e| vertex_error(vertex, Phase::Lookup, e))?
             {
                 Lookup::Hit(output) => return Ok((key, Err(output))),
-                Lookup::Miss(reason) => reason,
+                Lookup::Miss(reason) => {
+                    release = Some(Release {
+                        executor: &**executor,
+                        vertex,
+                        key,
+                    });
+                    reason
+                }
             }
         };
         let permit = inner
@@ -914,5 +932,38 @@ async fn evaluate<E: Executor + ?Sized>(
             "could not store the result in the cache"
         );
     }
+    drop(release);
     Ok((key, CacheStatus::Miss(reason), output))
+}
+
+/// Calls [`Executor::release`] for a missed key when dropped.
+struct Release<'a, E: Executor + ?Sized> {
+    executor: &'a E,
+    vertex: &'a Vertex,
+    key: CacheKey,
+}
+
+impl<E: Executor + ?Sized> Drop for Release<'_, E> {
+    fn drop(&mut self) {
+        self.executor.release(self.vertex, &self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn miss_reasons_read_as_the_cache_contract_says() {
+        assert_eq!(MissReason::NoRecord.to_string(), "no record");
+        assert_eq!(MissReason::IgnoreCache.to_string(), "no-cache");
+        assert_eq!(
+            MissReason::InputChanged {
+                input: 1,
+                detail: "context: src/main.c changed".into()
+            }
+            .to_string(),
+            "input 1 changed: context: src/main.c changed"
+        );
+    }
 }

@@ -163,6 +163,10 @@ async fn failure_cancels_running_sibling_and_skips_dependents() {
     assert_eq!(fake.execs_of_name("after-block"), 0);
     // Nothing failed or cancelled was stored: only the base image.
     assert_eq!(fake.counters.lock().unwrap().stores, 1);
+    // Every missed key was released: stored, failed or cancelled.
+    let c = fake.counters.lock().unwrap();
+    assert!(c.lookups >= 3);
+    assert_eq!(c.released, c.lookups);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +232,12 @@ async fn external_cancellation_stops_running_execs() {
     assert!(matches!(result, Err(SolveError::Cancelled)));
     assert!(fake.was_cancelled("blocker"));
     assert_eq!(fake.execs_of_name("after"), 0);
+    let c = fake.counters.lock().unwrap();
+    assert_eq!(
+        (c.lookups, c.released),
+        (1, 1),
+        "the cancelled key is released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,8 +334,19 @@ async fn cache_hits_skip_execution_and_misses_say_why() {
             .all(|r| r.status == CacheStatus::Miss(MissReason::NoRecord))
     );
 
+    assert_eq!(
+        fake.counters.lock().unwrap().released,
+        3,
+        "every missed key is released once"
+    );
+
     let second = bounded(solver.solve(&g, &[b])).await.unwrap();
     assert_eq!(second.cached(), 3);
+    assert_eq!(
+        fake.counters.lock().unwrap().released,
+        3,
+        "hits hold nothing to release"
+    );
     assert_eq!(fake.total_execs(), 3, "cache hits must not execute");
     assert_eq!(
         second.targets().next().unwrap().output,
@@ -422,7 +443,7 @@ async fn progress_events_are_typed_and_ordered_per_vertex() {
             "log out hello",
             "log err warn",
             "progress 1/Some(2)",
-            "completed (no cache record)",
+            "completed (no record)",
             "started RUN log logger",
             "cached",
         ]

@@ -312,7 +312,16 @@ fn read_dockerfile(
             let path = match file {
                 Some(f) if f.is_absolute() => f.to_path_buf(),
                 Some(f) => std::env::current_dir()?.join(f),
-                None => context.join("Dockerfile"),
+                // `Dockerfile`, else a lowercase `dockerfile`, as BuildKit does.
+                None => {
+                    let upper = context.join("Dockerfile");
+                    let lower = context.join("dockerfile");
+                    if !upper.exists() && lower.exists() {
+                        lower
+                    } else {
+                        upper
+                    }
+                }
             };
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("failed to read dockerfile: open {}", path.display()))?;

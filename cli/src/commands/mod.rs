@@ -2,6 +2,7 @@
 //! location and the `image`/`system` command groups.
 
 pub mod build;
+pub mod builder;
 pub mod commit;
 pub mod container;
 pub mod debug;

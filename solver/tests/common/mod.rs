@@ -37,6 +37,8 @@ pub struct Counters {
     pub cancelled: Vec<String>,
     pub stores: usize,
     pub lookups: usize,
+    /// Keys released after a miss (`Executor::release`).
+    pub released: usize,
 }
 
 pub struct Fake {
@@ -208,6 +210,10 @@ impl Executor for Fake {
             other => return Err(format!("unknown fake behaviour {other:?}").into()),
         }
         Ok(format!("{name}({})", inputs.join(",")))
+    }
+
+    fn release(&self, _vertex: &Vertex, _key: &CacheKey) {
+        self.counters.lock().unwrap().released += 1;
     }
 
     async fn store(

@@ -1,0 +1,2 @@
+SERVICE=worker
+log "processing queue ${QUEUE:-default} with $MODULES jobs"

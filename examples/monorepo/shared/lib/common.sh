@@ -1,0 +1,2 @@
+# Shared by every service.
+log() { echo "[$SERVICE] $*"; }
