@@ -24,5 +24,6 @@ cd "$here"
 # moby-build drives the real kiln binary (KILN_BIN) on a temporary store.
 cargo build -q -p kiln-cli
 cargo build -q -p kiln-conformance
-export KILN_BIN=${KILN_BIN:-$here/target/debug/kiln}
-exec "$here/target/debug/kiln-conformance" "$@" "$corpus"
+target=${CARGO_TARGET_DIR:-$here/target}
+export KILN_BIN=${KILN_BIN:-$target/debug/kiln}
+exec "$target/debug/kiln-conformance" "$@" "$corpus"
