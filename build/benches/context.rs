@@ -75,6 +75,7 @@ fn main() {
                 include_patterns: vec![],
                 exclude_patterns: vec![],
                 follow_paths: vec![".".into()],
+                ignore_modes: false,
             }),
             vec![],
             OpMetadata::named("context"),

@@ -370,6 +370,7 @@ pub(crate) fn content_key(
     root: &Path,
     entries: &[Entry],
     stat_cache: &Path,
+    ignore_modes: bool,
 ) -> Result<([u8; 32], Vec<String>)> {
     let mut cache = StatCache::read(stat_cache);
     let mut h = blake3::Hasher::new();
@@ -380,7 +381,15 @@ pub(crate) fn content_key(
         h.update(&(e.rel.len() as u64).to_le_bytes());
         h.update(e.rel.as_bytes());
         h.update(&[e.kind.code()]);
-        h.update(&(e.meta.permissions().mode() & 0o7777).to_le_bytes());
+        // Every mode is set by the consumer when `ignore_modes` (an octal
+        // `--chmod`), so a source mode change cannot change the result.
+        let mode = if ignore_modes {
+            0
+        } else {
+            e.meta.permissions().mode() & 0o7777
+        };
+        h.update(&mode.to_le_bytes());
+        h.update(&[u8::from(ignore_modes)]);
         let mut file_hash = String::new();
         match e.kind {
             Kind::Symlink => {
@@ -623,7 +632,7 @@ mod tests {
         let sel = Selection::new(&[".".to_owned()], &[], None, &[]);
         let entries = select(&root, &sel).unwrap();
         let sc = dir.path().join("statcache");
-        let (k1, hashes) = content_key(&root, &entries, &sc).unwrap();
+        let (k1, hashes) = content_key(&root, &entries, &sc, false).unwrap();
         let cache = StatCache::read(&sc);
         let files: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::File).collect();
         assert_eq!(cache.files.len(), files.len());
@@ -636,13 +645,13 @@ mod tests {
         }
         // Unchanged: nothing is rewritten, the key stays.
         let before = fs::metadata(&sc).unwrap().modified().unwrap();
-        let (k2, _) = content_key(&root, &entries, &sc).unwrap();
+        let (k2, _) = content_key(&root, &entries, &sc, false).unwrap();
         assert_eq!(k1, k2);
         assert_eq!(fs::metadata(&sc).unwrap().modified().unwrap(), before);
         // A damaged cache is an empty one.
         fs::write(&sc, "kiln-statcache v2\nnot a line\n").unwrap();
         assert!(StatCache::read(&sc).files.is_empty());
-        assert_eq!(content_key(&root, &entries, &sc).unwrap().0, k1);
+        assert_eq!(content_key(&root, &entries, &sc, false).unwrap().0, k1);
     }
 
     #[test]
@@ -661,7 +670,7 @@ mod tests {
         let sel = Selection::new(&[".".to_owned()], &[], None, &[]);
         let diff = || {
             let entries = select(&root, &sel).unwrap();
-            let (key, hashes) = content_key(&root, &entries, &sc).unwrap();
+            let (key, hashes) = content_key(&root, &entries, &sc, false).unwrap();
             diff_selection("context", &record, &key, &entries, &hashes)
         };
         assert_eq!(diff(), None, "nothing recorded yet");

@@ -176,6 +176,8 @@ pub(crate) struct LocalSpec {
     pub follow: Vec<String>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// Modes are left out of the content key (the consumer sets them).
+    pub ignore_modes: bool,
 }
 
 /// The selected entries of a local source (blocking).
@@ -204,7 +206,7 @@ pub(crate) fn local_key(shared: &Shared, spec: &LocalSpec) -> Result<([u8; 32], 
     let stat_cache = shared
         .build_dir
         .join(format!("statcache-{}.json", &tag[..16]));
-    let (key, hashes) = local::content_key(&spec.dir, &entries, &stat_cache)?;
+    let (key, hashes) = local::content_key(&spec.dir, &entries, &stat_cache, spec.ignore_modes)?;
     // The previous selection with the same parameters, beside the stat
     // cache: `statcache-<dir>.sel-<selection>`.
     let mut sel = blake3::Hasher::new();

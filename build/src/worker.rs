@@ -173,6 +173,7 @@ impl Worker {
             include_patterns,
             exclude_patterns,
             follow_paths,
+            ignore_modes,
         } = op
         else {
             return Ok(None);
@@ -183,6 +184,7 @@ impl Worker {
             follow: follow_paths.clone(),
             include: include_patterns.clone(),
             exclude: exclude_patterns.clone(),
+            ignore_modes: *ignore_modes,
         }))
     }
 

@@ -750,3 +750,69 @@ async fn missing_images_and_pruned_records() {
     assert_eq!(again.executed, 1);
     assert!(again.output().layers()[1].snapshot_dir.join("x").is_file());
 }
+
+/// The issue's cache-key table: a symlink target or a file name changes the
+/// key; excluded (`.dockerignore`d) files never affect it; with modes set by
+/// the consumer (`COPY --chmod=0644`), a source mode change does not either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_keys_follow_the_contract() {
+    require_containers!();
+    let fx = Fixture::new();
+    fx.write("src/a", b"aaaa");
+    fx.write("src/secret.key", b"k1");
+    std::os::unix::fs::symlink("a", fx.context.join("src/link")).unwrap();
+    let source = |excludes: Vec<String>, ignore_modes: bool| {
+        let mut g = Graph::new();
+        let v = g
+            .add(
+                Op::Source(kiln_solver::SourceOp::Local {
+                    name: "context".into(),
+                    include_patterns: vec![],
+                    exclude_patterns: excludes,
+                    follow_paths: vec!["src".into()],
+                    ignore_modes,
+                }),
+                vec![],
+                OpMetadata::named("context"),
+            )
+            .unwrap();
+        g.vertex(v).unwrap().clone()
+    };
+    let worker = fx.worker();
+    let plain = source(vec![], false);
+    let ignoring = source(vec!["**/*.key".into()], false);
+    let chmod = source(vec![], true);
+    let key = |v: &kiln_solver::Vertex| {
+        let v = v.clone();
+        let w = &worker;
+        async move { w.cache_key(&v, &[]).await.unwrap() }
+    };
+    let (p1, i1, c1) = (key(&plain).await, key(&ignoring).await, key(&chmod).await);
+
+    // An excluded file never affects the key.
+    fx.write("src/secret.key", b"k2");
+    assert_ne!(key(&plain).await, p1);
+    assert_eq!(key(&ignoring).await, i1);
+
+    // A mode change matters, unless the consumer sets modes.
+    let c_before = key(&chmod).await;
+    assert_ne!(c_before, c1, "secret.key is selected by this source");
+    std::fs::set_permissions(
+        fx.context.join("src/a"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(key(&chmod).await, c_before);
+    let i2 = key(&ignoring).await;
+    assert_ne!(i2, i1);
+
+    // A symlink target changes the key.
+    std::fs::remove_file(fx.context.join("src/link")).unwrap();
+    std::os::unix::fs::symlink("b", fx.context.join("src/link")).unwrap();
+    let i3 = key(&ignoring).await;
+    assert_ne!(i3, i2);
+
+    // So does a file name, with the same bytes.
+    std::fs::rename(fx.context.join("src/a"), fx.context.join("src/renamed")).unwrap();
+    assert_ne!(key(&ignoring).await, i3);
+}

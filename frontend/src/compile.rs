@@ -329,9 +329,13 @@ impl Ctx<'_, '_> {
         )
     }
 
+    /// The build context, reading only `follow`; `ignore_modes` when the
+    /// consumer sets every mode itself (an octal `--chmod`), so source
+    /// modes cannot change its key.
     fn context_vertex(
         &mut self,
         follow: Vec<String>,
+        ignore_modes: bool,
         span: Span,
     ) -> Result<VertexId, CompileError> {
         let op = Op::Source(SourceOp::Local {
@@ -339,6 +343,7 @@ impl Ctx<'_, '_> {
             include_patterns: Vec::new(),
             exclude_patterns: self.copts.context_excludes.clone(),
             follow_paths: follow,
+            ignore_modes,
         });
         self.add(op, vec![], "[internal] load build context".into(), span)
     }
@@ -1003,7 +1008,7 @@ fn compile_run(
                             .iter()
                             .map(|s| s.trim_start_matches('/').to_string())
                             .collect();
-                        Some(ctx.context_vertex(follow, span)?)
+                        Some(ctx.context_vertex(follow, false, span)?)
                     }
                 };
                 let input = input.map(|v| {
@@ -1338,7 +1343,8 @@ fn compile_copy(
                             .to_string()
                     })
                     .collect();
-                Some(ctx.context_vertex(follow, span)?)
+                let absolute_chmod = matches!(chmod, Some(OpChmod::Octal(_)));
+                Some(ctx.context_vertex(follow, absolute_chmod, span)?)
             }
         };
         let unpack = req.unpack && req.from.is_none();
@@ -1649,5 +1655,21 @@ mod tests {
         };
         assert!(line("RUN one").ends_with("no-cache"), "{dump}");
         assert!(!line("RUN two").ends_with("no-cache"), "{dump}");
+    }
+
+    #[test]
+    fn octal_chmod_makes_source_modes_irrelevant() {
+        let c = build("FROM busybox\nCOPY --chmod=0644 a /a\nCOPY --chmod=u+x b /b\nCOPY c /c\n")
+            .unwrap();
+        let dump = c.graph.dump();
+        let local = |f: &str| {
+            dump.lines()
+                .find(|l| l.contains(&format!("follow=[\"{f}\"]")))
+                .unwrap()
+                .to_string()
+        };
+        assert!(local("a").contains("ignore-modes"), "{dump}");
+        assert!(!local("b").contains("ignore-modes"), "{dump}");
+        assert!(!local("c").contains("ignore-modes"), "{dump}");
     }
 }

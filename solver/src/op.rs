@@ -185,6 +185,11 @@ pub enum SourceOp {
         /// Only these paths (and their parents) are read.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         follow_paths: Vec<String>,
+        /// File modes are not part of the content key: every consumer
+        /// sets them (`COPY --chmod=0644`). Left out of the encoding when
+        /// false, so existing digests do not change.
+        #[serde(default, skip_serializing_if = "is_false")]
+        ignore_modes: bool,
     },
     /// A single file downloaded over HTTP(S).
     Http {
@@ -229,11 +234,15 @@ impl SourceOp {
                 include_patterns,
                 exclude_patterns,
                 follow_paths,
+                ignore_modes,
             } => {
                 let mut s = format!("local {name}");
                 push_list(&mut s, "include", include_patterns);
                 push_list(&mut s, "exclude", exclude_patterns);
                 push_list(&mut s, "follow", follow_paths);
+                if *ignore_modes {
+                    s.push_str(" ignore-modes");
+                }
                 s
             }
             SourceOp::Http {
@@ -840,6 +849,7 @@ mod tests {
             include_patterns: vec![],
             exclude_patterns: vec![],
             follow_paths: vec![],
+            ignore_modes: false,
         });
         assert!(matches!(
             src.validate(1),

@@ -43,6 +43,7 @@ fn sample() -> Graph {
                 include_patterns: vec![],
                 exclude_patterns: vec!["target".into(), "*.md".into()],
                 follow_paths: vec!["go.mod".into(), "src".into()],
+                ignore_modes: false,
             }),
             vec![],
             OpMetadata::named("[internal] load build context"),
@@ -240,6 +241,7 @@ fn metadata_does_not_change_digests() {
             include_patterns: vec![],
             exclude_patterns: vec![],
             follow_paths: vec![],
+            ignore_modes: false,
         })
     };
     let mut a = Graph::new();

@@ -177,6 +177,7 @@ pub fn context(g: &mut Graph, follow: &[&str]) -> VertexId {
             include_patterns: vec![],
             exclude_patterns: vec![],
             follow_paths: follow.iter().map(|s| s.to_string()).collect(),
+            ignore_modes: false,
         }),
         vec![],
         OpMetadata::named("context"),
