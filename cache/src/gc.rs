@@ -50,6 +50,10 @@ pub struct ImagesUsage {
     pub total: usize,
     /// Bytes of the distinct layer blobs of all images (shared layers count once).
     pub size: u64,
+    /// Images containers use.
+    pub active: usize,
+    /// Bytes of layers no image in use shares.
+    pub reclaimable: u64,
 }
 
 /// Content the images of the store refer to.
@@ -136,10 +140,21 @@ impl Store {
 
     /// Deletes the images `scope` selects, oldest record first.
     pub fn prune_images(&self, scope: PruneScope) -> Result<Vec<RemovedImage>, ImageError> {
+        self.prune_images_keeping(scope, &BTreeSet::new())
+    }
+
+    /// [`Store::prune_images`], never removing the images in `keep` (ids,
+    /// `sha256:…`): those containers use.
+    pub fn prune_images_keeping(
+        &self,
+        scope: PruneScope,
+        keep: &BTreeSet<String>,
+    ) -> Result<Vec<RemovedImage>, ImageError> {
         let mut doomed: Vec<ImageRecord> = self
             .images()?
             .into_iter()
             .filter(|r| scope == PruneScope::All || r.is_dangling())
+            .filter(|r| !keep.contains(&r.id.to_string()))
             .collect();
         doomed.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
         doomed.iter().map(|r| self.delete_image(&r.id)).collect()
@@ -147,17 +162,38 @@ impl Store {
 
     /// How much the images of the store take.
     pub fn images_usage(&self) -> Result<ImagesUsage, ImageError> {
+        self.images_usage_with(&BTreeSet::new())
+    }
+
+    /// [`Store::images_usage`], with `active` the ids (`sha256:…`) of the
+    /// images containers use: their layers are not reclaimable.
+    pub fn images_usage_with(&self, active: &BTreeSet<String>) -> Result<ImagesUsage, ImageError> {
         let images = self.images()?;
         let mut layers = BTreeSet::new();
+        let mut used = BTreeSet::new();
+        let mut active_count = 0;
         for record in &images {
             let docs = self.image_docs(record)?;
+            let in_use = active.contains(&record.id.to_string());
+            active_count += usize::from(in_use);
             for (digest, desc) in docs.layers.into_iter().zip(docs.manifest.layers()) {
+                if in_use {
+                    used.insert(digest.clone());
+                }
                 layers.insert((digest, desc.size()));
             }
         }
+        let size = layers.iter().map(|(_, size)| size).sum();
+        let reclaimable = layers
+            .iter()
+            .filter(|(d, _)| !used.contains(d))
+            .map(|(_, size)| size)
+            .sum();
         Ok(ImagesUsage {
             total: images.len(),
-            size: layers.iter().map(|(_, size)| size).sum(),
+            active: active_count,
+            size,
+            reclaimable,
         })
     }
 }

@@ -307,7 +307,21 @@ fn commit_and_rmi_refusal() {
         err.contains("conflict: unable to remove repository reference \"busybox:test\" (must force) - container "),
         "{err}"
     );
+    // image prune -a spares what a container uses; system df counts it.
+    env.ok(&["image", "prune", "-a", "-f"]);
+    let images = env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains("busybox:test"), "{images}");
+    let df = env.ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}}",
+    ]);
+    assert!(
+        df.contains("Images 1 1") && df.contains("Containers 1 0"),
+        "{df}"
+    );
     env.ok(&["rm", "changer"]);
-    env.ok(&["rmi", "marked:v1"]);
-    env.ok(&["rmi", "busybox:test"]);
+    env.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(env.ok(&["images", "-q"]), "");
 }

@@ -137,3 +137,13 @@ pub fn run_system(ctx: &Context, cmd: SystemCommand) -> anyhow::Result<()> {
         SystemCommand::Df(a) => system::df(ctx, a),
     }
 }
+
+/// Ids (`sha256:…`) of the images containers use, running or not.
+pub fn images_in_use(ctx: &Context) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let root = ctx.root_dir()?;
+    if !root.join("containers").exists() {
+        return Ok(Default::default());
+    }
+    let containers = kiln_runtime::container::Containers::open(&root)?;
+    Ok(containers.list()?.into_iter().map(|c| c.image_id).collect())
+}

@@ -1,5 +1,5 @@
-//! `kiln image prune`: delete dangling (or, with `-a`, all unused) images.
-//! No container can use an image yet, so `-a` deletes every image.
+//! `kiln image prune`: delete dangling (or, with `-a`, all unused) images;
+//! images a container uses are never removed.
 
 use std::io::{BufRead, Write};
 
@@ -40,7 +40,8 @@ pub fn run(ctx: &Context, a: PruneArgs) -> anyhow::Result<()> {
     } else {
         PruneScope::Dangling
     };
-    let removed = store.prune_images(scope)?;
+    let in_use = super::images_in_use(ctx)?;
+    let removed = store.prune_images_keeping(scope, &in_use)?;
     let mut out = String::new();
     if !removed.is_empty() {
         out.push_str("Deleted Images:\n");

@@ -31,24 +31,87 @@ const HEADERS: &[(&str, &str)] = &[
 
 pub fn df(ctx: &Context, a: DfArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let usage = store.images_usage()?;
-    // No container uses any image yet: everything is reclaimable.
-    let reclaimable = usage.size;
-    let reclaimable_text = match (reclaimable * 100).checked_div(usage.size) {
-        Some(percent) => format!("{} ({percent}%)", human_size4(reclaimable)),
-        None => human_size4(reclaimable),
-    };
-    let mut m = Map::new();
-    m.insert("Active".into(), "0".into());
-    m.insert("Reclaimable".into(), reclaimable_text.into());
-    m.insert("Size".into(), human_size4(usage.size).into());
-    m.insert("TotalCount".into(), usage.total.to_string().into());
-    m.insert("Type".into(), "Images".into());
+    let in_use = super::images_in_use(ctx)?;
+    let images = store.images_usage_with(&in_use)?;
+    let root = ctx.root_dir()?;
+    let row =
+        |kind: &str, total: usize, active: usize, size: u64, reclaimable: u64, percent: bool| {
+            let reclaimable_text = match (reclaimable * 100).checked_div(size) {
+                Some(p) if percent => format!("{} ({p}%)", human_size4(reclaimable)),
+                _ => human_size4(reclaimable),
+            };
+            let mut m = Map::new();
+            m.insert("Active".into(), active.to_string().into());
+            m.insert("Reclaimable".into(), reclaimable_text.into());
+            m.insert("Size".into(), human_size4(size).into());
+            m.insert("TotalCount".into(), total.to_string().into());
+            m.insert("Type".into(), kind.into());
+            Value::Object(m)
+        };
+    let mut rows = vec![row(
+        "Images",
+        images.total,
+        images.active,
+        images.size,
+        images.reclaimable,
+        true,
+    )];
+
+    // Containers and volumes, when any exist.
+    let (mut c_total, mut c_active, mut c_size, mut c_free) = (0, 0, 0u64, 0u64);
+    let (mut v_total, mut v_active, mut v_size, mut v_free) = (0, 0, 0u64, 0u64);
+    if root.join("containers").exists() {
+        let containers = kiln_runtime::container::Containers::open(&root)?;
+        let list = containers.list()?;
+        let mut used_volumes = std::collections::BTreeSet::new();
+        for c in &list {
+            let size = kiln_runtime::container::state::dir_size(&containers.dir(&c.id));
+            c_total += 1;
+            c_size += size;
+            if c.is_running() {
+                c_active += 1;
+            } else {
+                c_free += size;
+            }
+            used_volumes.extend(c.mounts.iter().filter_map(|m| m.name.clone()));
+        }
+        if let Ok(entries) = std::fs::read_dir(root.join("volumes")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let size = kiln_runtime::container::state::dir_size(&e.path());
+                v_total += 1;
+                v_size += size;
+                if used_volumes.contains(&name) {
+                    v_active += 1;
+                } else {
+                    v_free += size;
+                }
+            }
+        }
+    }
+    rows.push(row("Containers", c_total, c_active, c_size, c_free, true));
+    rows.push(row(
+        "Local Volumes",
+        v_total,
+        v_active,
+        v_size,
+        v_free,
+        true,
+    ));
+    let cache = kiln_driver::build_cache::disk_usage(&store)?;
+    rows.push(row(
+        "Build Cache",
+        cache.entries.len(),
+        0,
+        cache.total,
+        cache.reclaimable,
+        false,
+    ));
     let out = Output::new(
         a.format.as_deref(),
         "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
     )?;
-    print!("{}", out.render(HEADERS, &[Value::Object(m)])?);
+    print!("{}", out.render(HEADERS, &rows)?);
     Ok(())
 }
 
