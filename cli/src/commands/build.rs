@@ -76,6 +76,9 @@ pub struct BuildArgs {
     /// Print why each stage's first step missed the cache
     #[arg(long)]
     explain: bool,
+    /// Most build steps executing at once (default: the number of CPUs)
+    #[arg(long = "max-parallelism", value_name = "int")]
+    max_parallelism: Option<usize>,
     /// Build context directory
     #[arg(value_name = "PATH")]
     path: PathBuf,
@@ -185,6 +188,10 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
     req.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse().ok());
+    if a.max_parallelism == Some(0) {
+        bail!("--max-parallelism must be at least 1");
+    }
+    req.max_parallelism = a.max_parallelism;
 
     let store = ctx.store()?;
     let mode = if a.quiet {
