@@ -21,4 +21,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
+# The CLI's container and build tests again with runc instead of the
+# default embedded runtime (kiln-runtime's own tests run both every time).
+KILN_TEST_RUNTIME=runc cargo test --locked -p kiln-cli --test containers --test build "$@"
 scripts/conformance.sh

@@ -34,8 +34,9 @@ pub struct WorkerConfig {
     /// `.dockerignore` semantics (the frontend's matcher). Without it a
     /// simpler built-in matcher is used.
     pub exclude_matcher: Option<MatcherFactory>,
-    /// The runc binary (a path or a name looked up in `PATH`).
-    pub runc: Option<PathBuf>,
+    /// The OCI runtime for RUN steps (default: `runc` from `PATH`; the
+    /// kiln binary passes its embedded runtime).
+    pub runtime: Option<kiln_runtime::OciRuntime>,
     /// Clamp the times in written layer tars (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<i64>,
 }
@@ -48,7 +49,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ssh", &self.ssh)
             .field("registry", &self.registry.is_some())
             .field("exclude_matcher", &self.exclude_matcher.is_some())
-            .field("runc", &self.runc)
+            .field("runtime", &self.runtime)
             .field("source_date_epoch", &self.source_date_epoch)
             .finish()
     }
@@ -132,8 +133,8 @@ impl Worker {
         }
         let gc = locks::gc_shared(&build_dir)?;
         let mut rc = RuntimeConfig::new(build_dir.join("runtime"));
-        if let Some(runc) = &config.runc {
-            rc.runc = runc.clone();
+        if let Some(runtime) = &config.runtime {
+            rc.runtime = runtime.clone();
         }
         let runtime = Runtime::new(rc)?;
         let matcher: MatcherFactory = match &config.exclude_matcher {

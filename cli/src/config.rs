@@ -7,10 +7,15 @@
 //!
 //! ```toml
 //! registry-mirrors = ["https://mirror.example"]   # for docker.io, tried in order
-//! insecure-registries = ["myreg:5000"]            # plain HTTP (loopback always is)
+//! insecure-registries = ["myreg:5000"]            # HTTPS unverified, then HTTP (loopback always is)
 //! max-concurrent-downloads = 3
 //! max-concurrent-uploads = 5
+//! runtime = "runc"                                # OCI runtime: embedded (default), runc or a path
 //! ```
+//!
+//! CA certificates for registries with private CAs are read, as Docker
+//! reads `/etc/docker/certs.d`, from `/etc/kiln/certs.d/HOST[:PORT]/*.crt`
+//! and `$XDG_CONFIG_HOME/kiln/certs.d/HOST[:PORT]/*.crt`.
 //!
 //! Every registry client the CLI makes (`pull`, `push`, `login`, `search`,
 //! `build`) comes from [`registry_client`].
@@ -22,6 +27,9 @@ use serde::Deserialize;
 
 /// The system-wide configuration file.
 pub const SYSTEM_CONFIG: &str = "/etc/kiln/config.toml";
+
+/// The system-wide `certs.d` directory.
+pub const SYSTEM_CERTS_DIR: &str = "/etc/kiln/certs.d";
 
 /// The settings of one file; unset keys are `None`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -35,6 +43,9 @@ pub struct Config {
     pub max_concurrent_downloads: Option<usize>,
     /// Layers uploaded at once by a push.
     pub max_concurrent_uploads: Option<usize>,
+    /// The OCI runtime: `embedded`, or a runc-compatible binary (name on
+    /// `PATH` or path).
+    pub runtime: Option<String>,
 }
 
 impl Config {
@@ -75,6 +86,9 @@ impl Config {
                 anyhow::bail!("{key} must be at least 1");
             }
         }
+        if config.runtime.as_deref() == Some("") {
+            anyhow::bail!("runtime must not be empty");
+        }
         Ok(config)
     }
 
@@ -87,6 +101,7 @@ impl Config {
                 .max_concurrent_downloads
                 .or(self.max_concurrent_downloads),
             max_concurrent_uploads: top.max_concurrent_uploads.or(self.max_concurrent_uploads),
+            runtime: top.runtime.or(self.runtime),
         }
     }
 
@@ -111,15 +126,28 @@ impl Config {
 
 /// `$XDG_CONFIG_HOME/kiln/config.toml`, else `~/.config/kiln/config.toml`.
 pub fn user_config_path() -> Option<PathBuf> {
+    user_config_dir().map(|d| d.join("config.toml"))
+}
+
+/// The `certs.d` directories, system's first: `/etc/kiln/certs.d`, then
+/// `$XDG_CONFIG_HOME/kiln/certs.d` (`~/.config/kiln/certs.d`).
+pub fn certs_dirs() -> Vec<PathBuf> {
+    std::iter::once(PathBuf::from(SYSTEM_CERTS_DIR))
+        .chain(user_config_dir().map(|d| d.join("certs.d")))
+        .collect()
+}
+
+/// `$XDG_CONFIG_HOME/kiln`, else `~/.config/kiln`.
+fn user_config_dir() -> Option<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from)
         && xdg.is_absolute()
     {
-        return Some(xdg.join("kiln/config.toml"));
+        return Some(xdg.join("kiln"));
     }
     std::env::var_os("HOME")
         .map(PathBuf::from)
         .filter(|h| h.is_absolute())
-        .map(|h| h.join(".config/kiln/config.toml"))
+        .map(|h| h.join(".config/kiln"))
 }
 
 /// `myreg:5000` from `http://myreg:5000/`, as Docker accepts both.
@@ -136,7 +164,9 @@ fn strip_scheme(host: &str) -> String {
 pub fn registry_client() -> anyhow::Result<kiln_registry::Client> {
     let config = Config::load()?;
     let credentials = kiln_registry::CredentialStore::from_env().ok();
-    kiln_registry::Client::new(config.client_config(), credentials)
+    let mut client_config = config.client_config();
+    client_config.certs_dirs = certs_dirs();
+    kiln_registry::Client::new(client_config, credentials)
         .context("failed to create the registry client")
 }
 
@@ -152,9 +182,11 @@ registry-mirrors = ["https://mirror.example"]
 insecure-registries = ["http://myreg:5000/", "other:80"]
 max-concurrent-downloads = 7
 max-concurrent-uploads = 2
+runtime = "runc"
 "#,
         )
         .unwrap();
+        assert_eq!(c.runtime.as_deref(), Some("runc"));
         let cc = c.client_config();
         assert_eq!(cc.mirrors, ["https://mirror.example"]);
         assert_eq!(cc.insecure_registries, ["myreg:5000", "other:80"]);

@@ -47,6 +47,18 @@ struct Cli {
     )]
     root: Option<PathBuf>,
 
+    /// OCI runtime for containers and RUN steps, also KILN_RUNTIME:
+    /// "embedded" (default; built in), "runc" or the path of a
+    /// runc-compatible binary
+    #[arg(
+        long = "runtime",
+        value_name = "string",
+        env = "KILN_RUNTIME",
+        hide_env = true,
+        global = true
+    )]
+    runtime: Option<String>,
+
     /// Print version information and quit
     #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
     version: Option<bool>,
@@ -126,6 +138,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The embedded runtime's helper (`kiln __oci …`): it forks, so it runs
+    // before anything starts a thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == kiln_runtime::embedded::HELPER_SUBCOMMAND)
+    {
+        let code = kiln_runtime::embedded::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     let cmd = help::dockerize(<Cli as clap::CommandFactory>::command());
     let matches = help::get_matches(cmd);
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
@@ -133,7 +155,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(if cli.debug { "debug" } else { &cli.log_level });
-    let ctx = commands::Context { root: cli.root };
+    let ctx = commands::Context {
+        root: cli.root,
+        runtime: cli.runtime,
+    };
     let result = match cli.command {
         Command::Build(a) => commands::build::run(&ctx, *a),
         Command::Builder(cmd) => commands::builder::run(&ctx, cmd),

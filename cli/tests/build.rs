@@ -1,7 +1,8 @@
-//! `kiln build` with the real binary, real overlayfs and real runc, on a
+//! `kiln build` with the real binary, real overlayfs and the OCI runtime of
+//! `KILN_TEST_RUNTIME` (embedded by default, or runc), on a
 //! busybox image made inside the test from Debian's busybox-static.
-//! Needs root, runc and /bin/busybox (scripts/test.sh installs them); each
-//! test prints why and returns when they are missing.
+//! Needs root, /bin/busybox (and runc for the runc runs; scripts/test.sh
+//! installs both); each test prints why and returns when they are missing.
 
 use std::path::{Path, PathBuf};
 
@@ -11,15 +12,26 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
+/// The OCI runtime under test: `KILN_TEST_RUNTIME` (`embedded`, the
+/// default, or `runc`), passed to kiln as `KILN_RUNTIME`. `scripts/test.sh`
+/// runs these tests once per runtime.
+fn test_runtime() -> String {
+    std::env::var("KILN_TEST_RUNTIME").unwrap_or_else(|_| "embedded".into())
+}
+
 fn available() -> bool {
     let root = rustix::process::geteuid().is_root();
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let runc = test_runtime() == "embedded"
+        || std::process::Command::new(test_runtime())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
     let busybox = Path::new("/bin/busybox").exists();
     if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
+        eprintln!(
+            "skipping: needs root ({root}), the runtime {} ({runc}) and /bin/busybox ({busybox})",
+            test_runtime()
+        );
     }
     root && runc && busybox
 }
@@ -70,6 +82,7 @@ impl Env {
 
     fn kiln(&self) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_RUNTIME", test_runtime());
         c.env("KILN_ROOT", self.path("store"))
             .env_remove("SOURCE_DATE_EPOCH");
         c
@@ -291,4 +304,40 @@ fn cached_rebuild_keeps_the_image_id() {
     .unwrap();
     let (third, _) = env.ok(&["build", "-q", "-t", "s:1", ctx_s]);
     assert_ne!(first, third);
+}
+
+#[test]
+fn build_checks_warn_and_can_fail_the_build() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let ctx = env.context(
+        "l",
+        &[(
+            "Dockerfile",
+            "FROM busybox:test\nMAINTAINER me\nENV API_TOKEN=x\nCMD echo hi\n",
+        )],
+    );
+    let (_, stderr) = env.ok(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+    for rule in [
+        "MaintainerDeprecated",
+        "SecretsUsedInArgOrEnv",
+        "JSONArgsRecommended",
+    ] {
+        assert!(stderr.contains(rule), "{rule}: {stderr}");
+    }
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "# check=skip=MaintainerDeprecated,SecretsUsedInArgOrEnv;error=true\nFROM busybox:test\nMAINTAINER me\nENV API_TOKEN=x\nCMD echo hi\n",
+    )
+    .unwrap();
+    let out = env.kiln().args(["build"]).arg(&ctx).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed to solve: lint violation found for rules: JSONArgsRecommended"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(">>> CMD echo hi"), "{stderr}");
 }

@@ -1,6 +1,7 @@
 //! Containers end to end: `kiln run`, `ps`, `logs`, `stop`, `kill`, `rm`,
-//! `commit`, `rmi` refusal, with real overlayfs and runc on a busybox image
-//! imported in the test. Needs root, runc and /bin/busybox; each test
+//! `commit`, `rmi` refusal, with real overlayfs and the OCI runtime of
+//! `KILN_TEST_RUNTIME` (embedded by default, or runc) on a busybox image
+//! imported in the test. Needs root, /bin/busybox (and runc for the runc runs); each test
 //! prints why and returns when they are missing.
 
 use std::io::{Read, Write};
@@ -9,15 +10,26 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
+/// The OCI runtime under test: `KILN_TEST_RUNTIME` (`embedded`, the
+/// default, or `runc`), passed to kiln as `KILN_RUNTIME`. `scripts/test.sh`
+/// runs these tests once per runtime.
+fn test_runtime() -> String {
+    std::env::var("KILN_TEST_RUNTIME").unwrap_or_else(|_| "embedded".into())
+}
+
 fn available() -> bool {
     let root = rustix::process::geteuid().is_root();
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let runc = test_runtime() == "embedded"
+        || std::process::Command::new(test_runtime())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
     let busybox = Path::new("/bin/busybox").exists();
     if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
+        eprintln!(
+            "skipping: needs root ({root}), the runtime {} ({runc}) and /bin/busybox ({busybox})",
+            test_runtime()
+        );
     }
     root && runc && busybox
 }
@@ -73,6 +85,7 @@ impl Env {
 
     fn kiln(&self) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_RUNTIME", test_runtime());
         c.env("KILN_ROOT", self.root());
         c.timeout(Duration::from_secs(60));
         c
@@ -324,4 +337,39 @@ fn commit_and_rmi_refusal() {
     env.ok(&["rm", "changer"]);
     env.ok(&["image", "prune", "-a", "-f"]);
     assert_eq!(env.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn commit_pauses_a_running_container() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "busybox:test",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 60",
+    ]);
+    let upper = env
+        .root()
+        .join("containers")
+        .join(id.trim())
+        .join("upper/live");
+    wait_for("the container's file", || upper.exists());
+    env.ok(&["commit", "-p=true", "busy", "live:v1"]);
+    assert_eq!(
+        env.ok(&["run", "--rm", "live:v1", "cat", "/live"]),
+        "live\n"
+    );
+    // Resumed: it still runs and stops on SIGKILL.
+    let running = env.ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(running, "busy\n");
+    env.ok(&["kill", "busy"]);
+    assert_eq!(env.ok(&["wait", "busy"]), "137\n");
+    env.ok(&["rm", "busy"]);
 }

@@ -6,6 +6,10 @@
 //!
 //! Every command runs with a temporary store (`KILN_ROOT`), Docker config
 //! (`DOCKER_CONFIG`) and kiln config (`XDG_CONFIG_HOME`).
+//!
+//! The token server, the throttling proxy (to kill the registry while a
+//! layer is moving) and the test certificates are the library tests'
+//! (`registry/tests/common/servers.rs`), included by path.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,30 +23,53 @@ fn have(tool: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
+#[path = "../../registry/tests/common/servers.rs"]
+mod servers;
+
 /// A `docker-registry` process, killed when dropped.
 struct Registry {
-    child: Child,
+    child: Option<Child>,
     host: String,
+    addr: std::net::SocketAddr,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// How to start a registry.
+#[derive(Default)]
+struct Options<'a> {
+    /// htpasswd Basic auth (bcrypt) for (user, password).
+    user: Option<(&'a str, &'a str)>,
+    /// More configuration (an `auth:` section).
+    extra: Option<String>,
+    /// Serve HTTPS with (certificate, key).
+    tls: Option<(PathBuf, PathBuf)>,
+    /// The directory to use (holding files the configuration names).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Registry {
     /// Starts a registry; with `user`, protected by htpasswd (bcrypt).
     fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::start_with(Options {
+            user,
+            ..Default::default()
+        })
+    }
+
+    fn start_with(options: Options<'_>) -> Option<Registry> {
         if !have("docker-registry") {
             eprintln!(
                 "skipping: docker-registry is not installed (apt-get install docker-registry)"
             );
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = options.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -56,7 +83,14 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n",
             data.display()
         );
-        if let Some((name, password)) = user {
+        if let Some((cert, key)) = &options.tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if let Some((name, password)) = options.user {
             let htpasswd = dir.path().join("htpasswd");
             let hash = bcrypt::hash(password, 4).unwrap();
             std::fs::write(&htpasswd, format!("{name}:{hash}\n")).unwrap();
@@ -65,33 +99,81 @@ impl Registry {
                 htpasswd.display()
             ));
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        if let Some(extra) = &options.extra {
+            config.push_str(extra);
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut registry = Registry {
+            child: None,
+            host: format!("127.0.0.1:{port}"),
+            addr: ([127, 0, 0, 1], port).into(),
+            dir,
+        };
+        registry.spawn();
+        Some(registry)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
         let child = Process::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(self.dir.path().join("config.yml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let registry = Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-            dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(self.addr).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "docker-registry did not start: {}",
-                std::fs::read_to_string(registry.dir.path().join("registry.log"))
-                    .unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(registry)
+    }
+
+    /// SIGKILLs the process.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same storage.
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether an upload under way has bytes in the registry's storage.
+    fn has_partial_upload(&self) -> bool {
+        fn walk(dir: &Path) -> bool {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let p = e.path();
+                    match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&p),
+                        Ok(m) => {
+                            m.len() > 0
+                                && p.ends_with("data")
+                                && p.components().any(|c| c.as_os_str() == "_uploads")
+                        }
+                        Err(_) => false,
+                    }
+                })
+        }
+        walk(&self.dir.path().join("data"))
     }
 }
 
@@ -126,6 +208,21 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("SOURCE_DATE_EPOCH", "0")
             .env_remove("KILN_LOG");
+        c
+    }
+
+    /// The command as a plain process, to run in the background.
+    fn process_in(&self, store: &str, args: &[&str]) -> Process {
+        let mut c = Process::new(env!("CARGO_BIN_EXE_kiln"));
+        c.env("KILN_ROOT", self.path(store))
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("HOME", self.dir.path())
+            .env_remove("KILN_LOG")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c
     }
 
@@ -174,6 +271,49 @@ impl Env {
         self.ok_in(store, &["inspect", "-f", "{{.Id}}", name])
             .trim()
             .to_owned()
+    }
+}
+
+/// A tarball holding one file of `len` bytes that do not compress.
+fn big_rootfs(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "big.bin", data.as_slice()).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// The command's error (after the retries' warnings) names the registry.
+fn assert_clear_error(stderr: &str, host: &str) {
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
+    assert!(
+        error.starts_with(&format!("Error: request to {host} failed"))
+            || error.starts_with(&format!("Error: connection to {host} refused")),
+        "{stderr}"
+    );
+}
+
+/// Waits (up to a minute) until `done`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -601,4 +741,173 @@ fn build_pulls_a_base_image_from_the_registry() {
         &["inspect", "-f", "{{len .RootFS.Layers}}", "built:1"],
     );
     assert_eq!(history.trim(), "2");
+}
+
+#[test]
+fn token_auth_login_push_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = servers::TokenServer::start(dir.path(), "kiln", "s3cret");
+    let Some(registry) = Registry::start_with(Options {
+        extra: Some(tokens.registry_auth_config()),
+        dir: Some(dir),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let host = &registry.host;
+    let env = Env::new();
+    let tag = format!("{host}/private/app:1");
+    let id = env.import(&tag);
+    let config_json = env.path("docker/config.json");
+
+    // Anonymous: the token server's token grants nothing.
+    let stderr = env.fails(&["push", &tag]);
+    assert!(
+        stderr.starts_with("Error: unauthorized: authentication required"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with(&format!("\nhint: kiln login {host}\n")),
+        "{stderr}"
+    );
+    assert!(tokens.requests().iter().all(|r| r.user.is_none()));
+
+    // Wrong password: refused by the token server.
+    let (ok, _, stderr) = env.run_in(
+        "store",
+        &["login", "-u", "kiln", "--password-stdin", host],
+        Some("nope\n"),
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        format!("Error: login to {host} failed: unauthorized: incorrect username or password\n")
+    );
+    assert!(!config_json.exists());
+    assert!(!tokens.requests().last().unwrap().granted);
+
+    // The right one.
+    let (ok, stdout, stderr) = env.run_in(
+        "store",
+        &["login", "-u", "kiln", "--password-stdin", host],
+        Some("s3cret\n"),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "Login Succeeded\n");
+
+    // Push and pull with the stored credentials.
+    let out = env.ok(&["push", &tag]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    env.ok(&["rmi", &tag]);
+    let before = tokens.requests().len();
+    let out = env.ok(&["pull", &tag]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    assert_eq!(env.image_id("store", &tag), id);
+    // One token for the whole pull (manifest, config, layers).
+    let pull_requests = &tokens.requests()[before..];
+    assert_eq!(pull_requests.len(), 1, "{pull_requests:?}");
+    assert_eq!(pull_requests[0].user.as_deref(), Some("kiln"));
+    assert_eq!(pull_requests[0].scopes, ["repository:private/app:pull"]);
+
+    // Logged out: refused again.
+    env.ok(&["logout", host]);
+    let stderr = env.fails(&["pull", &tag]);
+    assert!(stderr.starts_with("Error: unauthorized"), "{stderr}");
+}
+
+#[test]
+fn registry_killed_mid_push_and_mid_pull() {
+    let Some(mut registry) = Registry::start(None) else {
+        return;
+    };
+    const BIG: usize = 32 << 20;
+    const RATE: u64 = 4 << 20;
+    let proxy = servers::ThrottleProxy::start(registry.addr, 0);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let env = Env::new();
+    let tag = format!("{host}/big:1");
+    let tar = env.path("big.tar");
+    std::fs::write(&tar, big_rootfs(BIG)).unwrap();
+    let id = env
+        .ok(&["import", tar.to_str().unwrap(), &tag])
+        .trim()
+        .to_owned();
+    std::fs::remove_file(&tar).unwrap();
+
+    // Push, killed while the layer is being uploaded.
+    proxy.set_rate(RATE);
+    let child = env.process_in("store", &["push", &tag]).spawn().unwrap();
+    wait_for("a partial upload in the registry", || {
+        registry.has_partial_upload()
+    });
+    registry.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_clear_error(&stderr, &host);
+    env.ok(&["system", "check"]);
+    assert_eq!(env.image_id("store", &tag), id);
+
+    // Restarted on the same storage: the push completes.
+    registry.restart();
+    proxy.set_rate(0);
+    let out = env.ok(&["push", &tag]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+
+    // Pull into a fresh store, killed while the layer is downloading.
+    proxy.set_rate(RATE);
+    let child = env.process_in("fresh", &["pull", &tag]).spawn().unwrap();
+    let ingest = env.path("fresh/ingest");
+    let partial = || {
+        std::fs::read_dir(&ingest)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+    };
+    wait_for("a partial blob in the store's ingest directory", partial);
+    registry.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_clear_error(&stderr, &host);
+    // Nothing partial is visible.
+    env.ok_in("fresh", &["system", "check"]);
+    assert_eq!(env.ok_in("fresh", &["images", "-q"]), "");
+    assert_eq!(
+        std::fs::read_dir(&ingest).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+
+    // Restarted: the same pull completes.
+    registry.restart();
+    proxy.set_rate(0);
+    let out = env.ok_in("fresh", &["pull", &tag]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    assert_eq!(env.image_id("fresh", &tag), id);
+    env.ok_in("fresh", &["system", "check"]);
+}
+
+#[test]
+fn https_registry_on_loopback() {
+    // Loopback registries are insecure, as Docker treats them: HTTPS
+    // without certificate verification first (here it answers), plain
+    // HTTP otherwise (every other test).
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = servers::tls_files(dir.path(), &["127.0.0.1"]);
+    let Some(registry) = Registry::start_with(Options {
+        tls: Some((cert, key)),
+        dir: Some(dir),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let host = &registry.host;
+    let env = Env::new();
+    let tag = format!("{host}/tls:1");
+    let id = env.import(&tag);
+    let out = env.ok(&["push", &tag]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    env.ok_in("fresh", &["pull", &tag]);
+    assert_eq!(env.image_id("fresh", &tag), id);
 }

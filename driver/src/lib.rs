@@ -74,6 +74,8 @@ pub struct BuildRequest {
     pub compression_level: Option<i32>,
     pub source_date_epoch: Option<i64>,
     pub max_parallelism: Option<usize>,
+    /// The OCI runtime for RUN steps (default: `runc` from `PATH`).
+    pub runtime: Option<kiln_runtime::OciRuntime>,
 }
 
 impl BuildRequest {
@@ -101,6 +103,7 @@ impl BuildRequest {
             compression_level: None,
             source_date_epoch: None,
             max_parallelism: None,
+            runtime: None,
         }
     }
 }
@@ -139,6 +142,9 @@ pub enum BuildError {
     /// The Dockerfile is wrong: shown with a code frame.
     #[error("{message}")]
     Dockerfile { span: Span, message: String },
+    /// `# check=error=true` and a build check found something.
+    #[error("{message}")]
+    Lint { span: Span, message: String },
     /// A step failed while running.
     #[error("{step}: {message}")]
     Step {
@@ -342,12 +348,38 @@ pub async fn build(
             span: e.span,
             message: e.to_string(),
         })?;
-    for (stage, var) in &compiled.undefined_vars {
-        warnings.push(Warning {
-            rule: "UndefinedVar".into(),
-            message: format!("Usage of undefined variable '${var}'"),
-            span: Some(plan.stages[*stage].from.span),
-        });
+    let checks = stages::CheckConfig::parse(df.directive("check").unwrap_or_default());
+    if !checks.skips("UndefinedVar") {
+        for (stage, var) in &compiled.undefined_vars {
+            warnings.push(Warning {
+                rule: "UndefinedVar".into(),
+                message: format!("Usage of undefined variable '${var}'"),
+                span: Some(plan.stages[*stage].from.span),
+            });
+        }
+    }
+    if checks.skips("NoEmptyContinuation") {
+        warnings.retain(|w| w.rule != "NoEmptyContinuation");
+    }
+    // `# check=error=true`: a build-check finding fails the build.
+    if checks.error {
+        let mut rules: Vec<&str> = warnings
+            .iter()
+            .filter(|w| w.rule != "UnusedBuildArg")
+            .map(|w| w.rule.as_str())
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        if !rules.is_empty() {
+            let span = warnings
+                .iter()
+                .find_map(|w| w.span.filter(|s| s.start_line > 0))
+                .unwrap_or_default();
+            return Err(BuildError::Lint {
+                span,
+                message: format!("lint violation found for rules: {}", rules.join(", ")),
+            });
+        }
     }
 
     // Solve.
@@ -366,7 +398,7 @@ pub async fn build(
         ssh: req.ssh.clone(),
         registry: registry.clone(),
         exclude_matcher: Some(matcher),
-        runc: None,
+        runtime: req.runtime.clone(),
         source_date_epoch: req.source_date_epoch,
     };
     let worker = Worker::new(store.clone(), worker_config).map_err(BuildError::Worker)?;

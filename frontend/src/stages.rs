@@ -201,6 +201,8 @@ pub struct Plan {
     /// Stages the target needs, itself included, in dependency order.
     pub reachable: Vec<usize>,
     pub lints: Vec<Lint>,
+    /// `# check=error=true`: findings fail the build.
+    pub lint_errors: bool,
     /// `--build-arg` names no reachable ARG declared.
     pub unused_build_args: Vec<String>,
     pub escape: char,
@@ -389,15 +391,129 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
         .cloned()
         .collect();
 
+    instruction_checks(&stages, &meta_decls, &mut lints);
+    let checks = CheckConfig::parse(df.directive("check").unwrap_or_default());
+    lints.retain(|l| !checks.skips(l.rule));
+    lints.sort_by_key(|l| l.span.start_line);
+
     Ok(Plan {
         meta_args: meta,
         stages,
         target,
         reachable,
         lints,
+        lint_errors: checks.error,
         unused_build_args,
         escape: df.escape,
     })
+}
+
+/// The `# check=skip=A,B;error=true` directive.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub skip_all: bool,
+    pub skip: BTreeSet<String>,
+    /// Build-check findings fail the build.
+    pub error: bool,
+}
+
+impl CheckConfig {
+    pub fn parse(value: &str) -> CheckConfig {
+        let mut c = CheckConfig::default();
+        for part in value.split(';') {
+            match part.trim().split_once('=') {
+                Some(("skip", rules)) => {
+                    for r in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if r.eq_ignore_ascii_case("all") {
+                            c.skip_all = true;
+                        } else {
+                            c.skip.insert(r.to_string());
+                        }
+                    }
+                }
+                Some(("error", v)) => c.error = v.trim().eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        c
+    }
+
+    pub fn skips(&self, rule: &str) -> bool {
+        self.skip_all || self.skip.contains(rule)
+    }
+}
+
+/// BuildKit's `SecretsUsedInArgOrEnv` rule: a name with a secret-looking
+/// word (`API_KEY`, `DB_PASSWORD`, `token`), but not a public key.
+fn looks_secret(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pass",
+        "secret",
+        "token",
+    ];
+    let lower = name.to_lowercase();
+    let parts: Vec<&str> = lower.split(['_', '-']).collect();
+    parts.iter().any(|p| WORDS.contains(p)) && !parts.contains(&"public")
+}
+
+/// Per-instruction build checks (BuildKit's names and messages).
+fn instruction_checks(stages: &[Stage], meta: &[ArgDecl], lints: &mut Vec<Lint>) {
+    let secret = |kind: &str, name: &str, span: Span, lints: &mut Vec<Lint>| {
+        if looks_secret(name) {
+            lints.push(Lint {
+                rule: "SecretsUsedInArgOrEnv",
+                message: format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({kind} \"{name}\")"
+                ),
+                span,
+            });
+        }
+    };
+    for decl in meta {
+        secret("ARG", &decl.key, Span::default(), lints);
+    }
+    for stage in stages {
+        let mut custom_shell = false;
+        for ins in &stage.instructions {
+            match &ins.command {
+                Command::Shell(_) => custom_shell = true,
+                Command::Cmd(c) | Command::Entrypoint(c)
+                    if c.prepend_shell && !custom_shell && !c.args.is_empty() =>
+                {
+                    lints.push(Lint {
+                        rule: "JSONArgsRecommended",
+                        message: format!(
+                            "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                            ins.name()
+                        ),
+                        span: ins.span,
+                    });
+                }
+                Command::Maintainer(_) => lints.push(Lint {
+                    rule: "MaintainerDeprecated",
+                    message: "Maintainer instruction is deprecated in favor of using label".into(),
+                    span: ins.span,
+                }),
+                Command::Arg(decls) => {
+                    for d in decls {
+                        secret("ARG", &d.key, ins.span, lints);
+                    }
+                }
+                Command::Env(kvs) => {
+                    for kv in kvs {
+                        secret("ENV", &kv.key, ins.span, lints);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// The environment FROM lines are expanded in: global ARGs (with
@@ -1328,5 +1444,44 @@ mod tests {
             "{err}"
         );
         assert!(p.apply_onbuild(2, &["BOGUS x".to_string()]).is_err());
+    }
+
+    #[test]
+    fn build_checks_and_the_check_directive() {
+        let o = opts();
+        let src = "ARG GITHUB_TOKEN\nFROM scratch\nMAINTAINER me\nENV PUBLIC_KEY=x DB_PASSWORD=y\nCMD echo hi\nSHELL [\"/bin/bash\", \"-c\"]\nENTRYPOINT run\n";
+        let p = plan_of(src, &o).unwrap();
+        let rules: Vec<&str> = p.lints.iter().map(|l| l.rule).collect();
+        assert_eq!(
+            rules,
+            [
+                "SecretsUsedInArgOrEnv",
+                "MaintainerDeprecated",
+                "SecretsUsedInArgOrEnv",
+                "JSONArgsRecommended"
+            ],
+            "{:?}",
+            p.lints
+        );
+        assert!(p.lints[2].message.contains("(ENV \"DB_PASSWORD\")"));
+        assert!(!p.lint_errors);
+        let p = plan_of(
+            &format!("# check=skip=SecretsUsedInArgOrEnv,MaintainerDeprecated;error=true\n{src}"),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(
+            p.lints.iter().map(|l| l.rule).collect::<Vec<_>>(),
+            ["JSONArgsRecommended"]
+        );
+        assert!(p.lint_errors);
+        let p = plan_of(&format!("# check=skip=all\n{src}"), &o).unwrap();
+        assert!(p.lints.is_empty());
+        assert!(
+            looks_secret("aws_secret_access_key")
+                && looks_secret("token")
+                && !looks_secret("TOKENIZER")
+                && !looks_secret("public_key")
+        );
     }
 }

@@ -17,7 +17,7 @@ impl Client {
     /// The tags of `repository` (its tag and digest, if any, are ignored).
     pub async fn list_tags(&self, repository: &Reference) -> Result<Vec<String>> {
         let repository = crate::pull::normalize(repository);
-        let ep = self.endpoint(repository.registry_host())?;
+        let ep = self.endpoint(repository.registry_host()).await?;
         let repo = repository.path().to_owned();
         let mut url = ep.url(&format!("v2/{repo}/tags/list"))?;
         url.query_pairs_mut()
@@ -30,7 +30,7 @@ impl Client {
     /// `filter` (all of them without one): `search` against registries
     /// other than Docker Hub.
     pub async fn catalog(&self, registry: &str, filter: Option<&str>) -> Result<Vec<String>> {
-        let ep = self.endpoint(&api_host(registry))?;
+        let ep = self.endpoint(&api_host(registry)).await?;
         let mut url = ep.url("v2/_catalog")?;
         url.query_pairs_mut()
             .append_pair("n", &PAGE_SIZE.to_string());

@@ -2,7 +2,8 @@
 //! authentication, and the mapping of responses to typed errors.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -24,9 +25,18 @@ pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Registry client settings.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Hosts (`host` or `host:port`) spoken to over plain HTTP. Loopback
-    /// hosts (127.0.0.0/8, `localhost`, `::1`) always are.
+    /// Insecure hosts (`host` or `host:port`), as Docker treats them: HTTPS
+    /// without certificate verification first, plain HTTP when the server
+    /// does not speak TLS. Loopback hosts (127.0.0.0/8, `localhost`,
+    /// `::1`) always are insecure.
     pub insecure_registries: Vec<String>,
+    /// Directories laid out like Docker's `certs.d`: the `*.crt` files of
+    /// `DIR/HOST[:PORT]/` are CA certificates trusted, besides the
+    /// system's, for that registry.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Fixed addresses for host names, bypassing DNS (as curl's
+    /// `--resolve`).
+    pub resolve: Vec<(String, SocketAddr)>,
     /// Mirrors of Docker Hub (`https://mirror.example`,
     /// `http://127.0.0.1:5001`), tried in order before Docker Hub itself.
     pub mirrors: Vec<String>,
@@ -61,6 +71,8 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             insecure_registries: Vec::new(),
+            certs_dirs: Vec::new(),
+            resolve: Vec::new(),
             mirrors: Vec::new(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
@@ -76,12 +88,14 @@ impl Default for ClientConfig {
     }
 }
 
-/// Where requests for one registry go: `base` is `scheme://host/`.
+/// Where requests for one registry go: `base` is `scheme://host/`, sent
+/// with `http` (whose TLS settings suit the host).
 #[derive(Clone, Debug)]
 pub(crate) struct Endpoint {
     /// `host[:port]`: the key for credentials, tokens and error messages.
     pub host: String,
     pub base: Url,
+    pub http: reqwest::Client,
 }
 
 impl Endpoint {
@@ -124,7 +138,15 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub(crate) http: reqwest::Client,
+    /// HTTPS with the system's roots.
+    http: reqwest::Client,
+    /// HTTPS without certificate verification, for insecure registries.
+    insecure_http: reqwest::Client,
+    /// Clients trusting the CAs of a host's `certs.d` directory, per host
+    /// (`None`: the host has none; use `http`).
+    host_http: Mutex<HashMap<String, Option<reqwest::Client>>>,
+    /// The scheme found to work for each insecure host.
+    schemes: Mutex<HashMap<String, &'static str>>,
     pub(crate) config: ClientConfig,
     credentials: Option<CredentialStore>,
     /// Credentials per host: set explicitly, or loaded once from the store.
@@ -157,15 +179,14 @@ impl Client {
     /// (usually [`CredentialStore::from_env`]) when a registry asks.
     pub fn new(config: ClientConfig, credentials: Option<CredentialStore>) -> Result<Client> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .build()
-            .map_err(|source| Error::Client { source })?;
+        let http = build_http(&config, Vec::new(), false)?;
+        let insecure_http = build_http(&config, Vec::new(), true)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                insecure_http,
+                host_http: Mutex::new(HashMap::new()),
+                schemes: Mutex::new(HashMap::new()),
                 config,
                 credentials,
                 cred_cache: Mutex::new(HashMap::new()),
@@ -192,16 +213,56 @@ impl Client {
         lock(&self.inner.cred_cache).insert(host, credential);
     }
 
-    /// The scheme-qualified endpoint of a registry host.
-    pub(crate) fn endpoint(&self, host: &str) -> Result<Endpoint> {
-        let insecure = is_loopback_host(host)
+    /// Whether `host` is an insecure registry: loopback, or configured.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        is_loopback_host(host)
             || self
                 .inner
                 .config
                 .insecure_registries
                 .iter()
-                .any(|h| h.eq_ignore_ascii_case(host));
-        let scheme = if insecure { "http" } else { "https" };
+                .any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    /// The HTTP client for `scheme://host`: without certificate checks for
+    /// HTTPS to an insecure registry, with the host's `certs.d` CAs
+    /// otherwise.
+    pub(crate) fn http_for(&self, scheme: &str, host: &str) -> Result<reqwest::Client> {
+        if scheme == "https" && self.is_insecure(host) {
+            return Ok(self.inner.insecure_http.clone());
+        }
+        if scheme != "https" || self.inner.config.certs_dirs.is_empty() {
+            return Ok(self.inner.http.clone());
+        }
+        let key = host.to_ascii_lowercase();
+        if let Some(cached) = lock(&self.inner.host_http).get(&key) {
+            return Ok(cached.clone().unwrap_or_else(|| self.inner.http.clone()));
+        }
+        let roots = host_ca_certificates(&self.inner.config.certs_dirs, &key)?;
+        let client = if roots.is_empty() {
+            None
+        } else {
+            tracing::debug!(registry = %host, count = roots.len(), "trusting certs.d CAs");
+            Some(build_http(&self.inner.config, roots, false)?)
+        };
+        lock(&self.inner.host_http).insert(key, client.clone());
+        Ok(client.unwrap_or_else(|| self.inner.http.clone()))
+    }
+
+    /// The endpoint of a registry host. Secure registries are spoken to
+    /// over HTTPS. For insecure ones, as Docker does, HTTPS (without
+    /// certificate verification) is tried first and plain HTTP when that
+    /// fails; the answer is remembered for the client's life.
+    pub(crate) async fn endpoint(&self, host: &str) -> Result<Endpoint> {
+        let scheme = if !self.is_insecure(host) {
+            "https"
+        } else if let Some(s) = lock(&self.inner.schemes).get(host).copied() {
+            s
+        } else {
+            let s = self.probe_https(host).await?;
+            lock(&self.inner.schemes).insert(host.to_owned(), s);
+            s
+        };
         let url = format!("{scheme}://{host}/");
         let base = Url::parse(&url).map_err(|e| Error::InvalidUrl {
             url,
@@ -210,7 +271,26 @@ impl Client {
         Ok(Endpoint {
             host: host.to_owned(),
             base,
+            http: self.http_for(scheme, host)?,
         })
+    }
+
+    /// `https` if an insecure registry answers `GET /v2/` over TLS (with
+    /// any status), `http` otherwise.
+    async fn probe_https(&self, host: &str) -> Result<&'static str> {
+        let url = format!("https://{host}/v2/");
+        let url = Url::parse(&url).map_err(|e| Error::InvalidUrl {
+            url,
+            reason: e.to_string(),
+        })?;
+        match self.inner.insecure_http.get(url.clone()).send().await {
+            Ok(_) => Ok("https"),
+            Err(e) => {
+                let err = classify(host, url.as_str(), e);
+                tracing::debug!(registry = %host, error = %err, "HTTPS failed; falling back to HTTP");
+                Ok("http")
+            }
+        }
     }
 
     /// The mirrors' endpoints, in order.
@@ -237,7 +317,8 @@ impl Client {
                     Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
                     None => base.host_str().unwrap_or_default().to_owned(),
                 };
-                Ok(Endpoint { host, base })
+                let http = self.http_for(base.scheme(), &host)?;
+                Ok(Endpoint { host, base, http })
             })
             .collect()
     }
@@ -273,8 +354,8 @@ impl Client {
         loop {
             let authorization = self.authorization(ep, scopes, &scope_key, false).await?;
             let resp = self
-                .send_with_retries(&ep.host, &|| {
-                    let mut rb = self.inner.http.request(method.clone(), url.clone());
+                .send_with_retries(&ep.host, &ep.http, &|| {
+                    let mut rb = ep.http.request(method.clone(), url.clone());
                     if let Some(a) = &authorization {
                         rb = rb.header(header::AUTHORIZATION, a.header_value());
                     }
@@ -375,6 +456,7 @@ impl Client {
             url: realm.to_owned(),
             reason: e.to_string(),
         })?;
+        let http = self.http_for(url.scheme(), &url_host(&url))?;
         let identity = cred.and_then(Credential::identity_token);
         let resp = if let Some(refresh) = identity {
             // OAuth2 refresh-token grant, as Docker does with identity tokens.
@@ -395,10 +477,8 @@ impl Client {
                 }
             }
             let body = form.query().unwrap_or_default().to_owned();
-            self.send_with_retries(&ep.host, &|| {
-                Ok(self
-                    .inner
-                    .http
+            self.send_with_retries(&ep.host, &http, &|| {
+                Ok(http
                     .post(url.clone())
                     .header(
                         header::CONTENT_TYPE,
@@ -417,8 +497,8 @@ impl Client {
                     q.append_pair("scope", s);
                 }
             }
-            self.send_with_retries(&ep.host, &|| {
-                let mut rb = self.inner.http.get(url.clone());
+            self.send_with_retries(&ep.host, &http, &|| {
+                let mut rb = http.get(url.clone());
                 if let Some(c) = cred {
                     rb = rb.basic_auth(&c.username, Some(&c.password));
                 }
@@ -487,6 +567,7 @@ impl Client {
     pub(crate) async fn send_with_retries(
         &self,
         registry: &str,
+        http: &reqwest::Client,
         build: &(dyn Fn() -> Result<RequestBuilder> + Send + Sync),
     ) -> Result<Response> {
         let config = &self.inner.config;
@@ -497,7 +578,7 @@ impl Client {
                 .map_err(|source| Error::Client { source })?;
             let url = request.url().to_string();
             let method = request.method().clone();
-            let result = self.inner.http.execute(request).await;
+            let result = http.execute(request).await;
             let can_retry = attempt < config.max_retries;
             match result {
                 Ok(resp) => {
@@ -637,7 +718,7 @@ impl Client {
     /// credentials.
     pub async fn ping(&self, registry: &str) -> Result<()> {
         let host = api_host(registry);
-        let ep = self.endpoint(&host)?;
+        let ep = self.endpoint(&host).await?;
         let url = ep.url("v2/")?;
         let resp = self.send(&ep, &[], Method::GET, &url, &Ok).await?;
         self.check(
@@ -698,6 +779,78 @@ impl Client {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// `host[:port]` of a URL.
+fn url_host(url: &Url) -> String {
+    match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// An HTTP client with `config`'s timeouts and name overrides, trusting
+/// `extra_roots` besides the system's roots, or (with `accept_invalid`)
+/// any certificate.
+fn build_http(
+    config: &ClientConfig,
+    extra_roots: Vec<reqwest::Certificate>,
+    accept_invalid: bool,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout);
+    for (name, addr) in &config.resolve {
+        builder = builder.resolve(name, *addr);
+    }
+    if accept_invalid {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    } else if !extra_roots.is_empty() {
+        builder = builder.tls_certs_merge(extra_roots);
+    }
+    builder.build().map_err(|source| Error::Client { source })
+}
+
+/// The CA certificates of `DIR/HOST/*.crt` for every certs.d `DIR`, as
+/// Docker reads `/etc/docker/certs.d`. A missing directory has none.
+fn host_ca_certificates(dirs: &[PathBuf], host: &str) -> Result<Vec<reqwest::Certificate>> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let host_dir = dir.join(host);
+        let entries = match std::fs::read_dir(&host_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(Error::Certificates {
+                    path: host_dir,
+                    reason: source.to_string(),
+                });
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+            .collect();
+        files.sort();
+        for file in files {
+            out.extend(read_certificates(&file)?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad = |reason: String| Error::Certificates {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in the file".to_owned()));
+    }
+    Ok(certs)
 }
 
 /// The API host of a registry name as users type it: `docker.io` (and its
@@ -898,7 +1051,7 @@ mod tests {
     }
 
     #[test]
-    fn schemes() {
+    fn insecure_hosts() {
         let c = Client::new(
             ClientConfig {
                 insecure_registries: vec!["reg.internal:5000".into()],
@@ -907,12 +1060,35 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(c.endpoint("127.0.0.1:5000").unwrap().base.scheme(), "http");
-        assert_eq!(
-            c.endpoint("reg.internal:5000").unwrap().base.scheme(),
-            "http"
+        assert!(c.is_insecure("127.0.0.1:5000"));
+        assert!(c.is_insecure("REG.internal:5000"));
+        assert!(!c.is_insecure("reg.internal"));
+        assert!(!c.is_insecure("ghcr.io"));
+    }
+
+    #[tokio::test]
+    async fn secure_hosts_use_https_without_probing() {
+        let c = Client::new(ClientConfig::default(), None).unwrap();
+        let ep = c.endpoint("ghcr.io").await.unwrap();
+        assert_eq!(ep.base.as_str(), "https://ghcr.io/");
+    }
+
+    #[test]
+    fn certs_d_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            host_ca_certificates(&[dir.path().to_owned()], "reg:5000")
+                .unwrap()
+                .is_empty()
         );
-        assert_eq!(c.endpoint("ghcr.io").unwrap().base.scheme(), "https");
+        std::fs::create_dir(dir.path().join("reg:5000")).unwrap();
+        std::fs::write(dir.path().join("reg:5000/ca.crt"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("reg:5000/client.key"), "ignored").unwrap();
+        let err = host_ca_certificates(&[dir.path().to_owned()], "reg:5000").unwrap_err();
+        assert!(
+            matches!(&err, Error::Certificates { path, .. } if path.ends_with("reg:5000/ca.crt")),
+            "{err:?}"
+        );
     }
 
     #[test]

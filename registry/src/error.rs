@@ -179,6 +179,13 @@ pub enum Error {
     #[error("invalid URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// A certificate file (a `certs.d` CA) could not be read or parsed.
+    #[error("invalid certificate file {}: {reason}", path.display())]
+    Certificates {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
     /// The HTTP client could not be created.
     #[error("failed to create the HTTP client")]
     Client {
@@ -217,7 +224,8 @@ impl Error {
             Error::Unauthorized { registry, hint, .. } => Some(format!("{hint} {registry}")),
             Error::TooManyRequests { hint, .. } => Some(hint.clone()),
             Error::Tls { registry, .. } => Some(format!(
-                "if {registry} serves plain HTTP, list it as an insecure registry"
+                "if {registry} serves plain HTTP or a self-signed certificate, list it in insecure-registries; \
+                 if its certificate comes from a private CA, put the CA in certs.d/{registry}/ca.crt"
             )),
             _ => None,
         }

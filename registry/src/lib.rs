@@ -3,8 +3,10 @@
 //! Talks to OCI distribution registries: pull, push, login, logout,
 //! search, with Docker-compatible credentials and mirrors.
 //!
-//! Owns: HTTP transport (HTTPS by default, plain HTTP for loopback and
-//! configured insecure hosts; timeouts; retries with backoff),
+//! Owns: HTTP transport (HTTPS, verified against the system's roots and
+//! the host's `certs.d` CAs; for loopback and configured insecure hosts,
+//! as Docker does, HTTPS without verification first and plain HTTP when
+//! the server does not speak TLS; timeouts; retries with backoff),
 //! authentication (anonymous, Basic, Bearer tokens cached per registry and
 //! scope), credentials (`~/.docker/config.json` and credential helpers,
 //! read and written), and the distribution API (manifests, blobs, uploads,

@@ -104,7 +104,7 @@ impl Client {
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<PullResult> {
         let reference = normalize(reference);
-        let upstream = self.endpoint(reference.registry_host())?;
+        let upstream = self.endpoint(reference.registry_host()).await?;
         let mut endpoints = Vec::new();
         if reference.is_docker_hub() {
             endpoints.extend(self.mirror_endpoints()?);

@@ -99,7 +99,7 @@ impl Client {
     ) -> Result<PushResult> {
         let reference = normalize(reference);
         let tag = reference.tag().unwrap_or("latest").to_owned();
-        let ep = self.endpoint(reference.registry_host())?;
+        let ep = self.endpoint(reference.registry_host()).await?;
         let repo = reference.path().to_owned();
         let bytes =
             store.read_blob_bytes(&record.manifest_digest, self.inner.config.max_manifest_size)?;

@@ -40,11 +40,11 @@ struct SearchResponse {
 impl Client {
     /// Searches the v1 search API of `index` (a host such as
     /// [`DOCKER_HUB_INDEX_HOST`], with optional port; loopback and
-    /// insecure hosts are spoken to over HTTP) for `term`, returning at
+    /// insecure hosts may be spoken to over HTTP) for `term`, returning at
     /// most `limit` results (1 to [`MAX_SEARCH_LIMIT`]) in the order the
     /// index ranks them.
     pub async fn search(&self, index: &str, term: &str, limit: usize) -> Result<Vec<SearchResult>> {
-        let ep = self.endpoint(index)?;
+        let ep = self.endpoint(index).await?;
         let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
         let mut url = ep.url("v1/search")?;
         url.query_pairs_mut()

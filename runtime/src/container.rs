@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::diff::{DiffOptions, DiffSummary, write_diff};
 use crate::error::{DiffError, Error, Result};
 use crate::inroot::{self, MountStubs};
+use crate::oci::OciRuntime;
 use crate::rootfs::OverlayRootfs;
 use crate::runc::{OutputSender, Runc};
 use crate::spec::{self, BindMount, Network, Resources, SpecOptions, TmpfsMount};
@@ -37,10 +38,10 @@ const GENERATED_FILES: [&str; 3] = ["etc/hosts", "etc/resolv.conf", "etc/hostnam
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
     /// `containers/<id>/` (mounts, bundles, upper directories) and
-    /// `runc/` (runc's `--root`) go here.
+    /// `runc/` (the OCI runtime's `--root`) go here.
     pub state_dir: PathBuf,
-    /// The runc binary: a path, or a name looked up in `PATH`.
-    pub runc: PathBuf,
+    /// The OCI runtime (default: `runc` from `PATH`).
+    pub runtime: OciRuntime,
     /// The host's resolver configuration, copied into containers.
     pub host_resolv_conf: PathBuf,
 }
@@ -49,7 +50,7 @@ impl RuntimeConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> RuntimeConfig {
         RuntimeConfig {
             state_dir: state_dir.into(),
-            runc: PathBuf::from("runc"),
+            runtime: OciRuntime::default(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
@@ -167,7 +168,7 @@ pub fn write_container_diff<W: Write>(
     write_diff(upper, out, &options)
 }
 
-/// Runs containers over overlay snapshots with runc.
+/// Runs containers over overlay snapshots with an OCI runtime.
 #[derive(Clone, Debug)]
 pub struct Runtime {
     containers: PathBuf,
@@ -187,12 +188,12 @@ impl Runtime {
         }
         Ok(Runtime {
             containers,
-            runc: Runc::new(config.runc, runc_root),
+            runc: config.runtime.client(runc_root),
             host_resolv_conf: config.host_resolv_conf,
         })
     }
 
-    /// The runc wrapper this runtime uses.
+    /// The command line of the OCI runtime this runtime uses.
     pub fn runc(&self) -> &Runc {
         &self.runc
     }

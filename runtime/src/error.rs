@@ -58,8 +58,9 @@ pub enum Error {
     /// runtime's, e.g. `exec: "foo": executable file not found in $PATH`.
     #[error("{message}")]
     Start { id: String, message: String },
-    /// A runc management command (`kill`, `delete`) failed.
-    #[error("runc {command} {id} failed: {message}")]
+    /// A management command of the OCI runtime (`kill`, `delete`,
+    /// `pause`…) failed.
+    #[error("OCI runtime {command} {id} failed: {message}")]
     Runc {
         command: &'static str,
         id: String,

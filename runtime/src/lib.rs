@@ -15,7 +15,11 @@
 //!   directories, deep stacks included.
 //! - [`spec`]: the OCI runtime spec with Docker's defaults.
 //! - [`resolve_user`]: `USER` against the image's passwd and group files.
-//! - [`runc`]: `runc run` in the foreground with streamed output.
+//! - [`oci`]: which OCI runtime runs containers ([`OciRuntime`]): the
+//!   embedded one (youki's libcontainer in a helper process, [`embedded`])
+//!   or a runc-compatible binary.
+//! - [`runc`]: `runc run` in the foreground with streamed output (also
+//!   how the embedded runtime's helper is driven).
 //! - [`diff`]: an upper directory as a deterministic OCI layer tar.
 //! - [`Runtime::run`]: all of it for one [`ExecRequest`].
 //! - [`container`]: long-lived containers (`kiln run`, `ps`, `stop`, `logs`,
@@ -26,20 +30,22 @@
 //!
 //! ```text
 //! <state>/
-//!   runc/                  runc's --root
+//!   runc/                  the OCI runtime's --root
 //!   containers/<id>/       one per run, removed when its UpperDir drops
 //!     rootfs/ upper/ work/ the overlay (see rootfs)
 //!     hosts resolv.conf hostname
 //!     bundle/config.json   bundle/runc.log
 //! ```
 //!
-//! Everything here needs root (mounts, runc).
+//! Everything here needs root (mounts, the OCI runtime).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod container;
 pub mod diff;
+pub mod embedded;
 mod error;
 mod inroot;
+pub mod oci;
 pub mod rootfs;
 pub mod runc;
 pub mod spec;
@@ -48,6 +54,7 @@ mod user;
 pub use container::{DEFAULT_HOSTNAME, ExecRequest, ExecResult, Runtime, RuntimeConfig, UpperDir};
 pub use diff::{DiffOptions, DiffSummary, write_diff};
 pub use error::{DiffError, Error, Result, UserError};
+pub use oci::OciRuntime;
 pub use rootfs::OverlayRootfs;
 pub use runc::{OutputChunk, OutputSender, Runc, Stream};
 pub use spec::{BindMount, Network, Resources, TmpfsMount};

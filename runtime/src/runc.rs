@@ -1,4 +1,5 @@
-//! Running containers with the `runc` binary.
+//! Running containers with the `runc` binary, or with any program that
+//! speaks its command line (the embedded runtime's helper does).
 //!
 //! `runc run --bundle DIR ID` runs the container in the foreground: without
 //! a terminal, the container process inherits runc's standard output and
@@ -12,6 +13,7 @@
 //! also when the run is cancelled (`runc kill` first) or its future is
 //! dropped.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -53,10 +55,14 @@ const START_ERROR_PREFIXES: [&str; 3] = [
     "error during container init: ",
 ];
 
-/// The `runc` command line tool.
+/// A runc-compatible command line: the `runc` binary (or any OCI runtime
+/// with runc's CLI), or the embedded runtime's helper (see
+/// [`crate::embedded`]), which speaks the same commands.
 #[derive(Clone, Debug)]
 pub struct Runc {
     binary: PathBuf,
+    /// Arguments before runc's own (`__oci` for the embedded helper).
+    args: Vec<OsString>,
     root: PathBuf,
 }
 
@@ -66,6 +72,20 @@ impl Runc {
     pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Runc {
         Runc {
             binary: binary.into(),
+            args: Vec::new(),
+            root: root.into(),
+        }
+    }
+
+    /// A runc-compatible helper run as `program ARGS… --root ROOT …`.
+    pub fn with_args(
+        program: impl Into<PathBuf>,
+        args: Vec<OsString>,
+        root: impl Into<PathBuf>,
+    ) -> Runc {
+        Runc {
+            binary: program.into(),
+            args,
             root: root.into(),
         }
     }
@@ -76,13 +96,13 @@ impl Runc {
 
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root);
+        cmd.args(&self.args).arg("--root").arg(&self.root);
         cmd
     }
 
     pub(crate) fn std_command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root);
+        cmd.args(&self.args).arg("--root").arg(&self.root);
         cmd
     }
 

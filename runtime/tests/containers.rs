@@ -5,12 +5,17 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Fixture, sh};
+use common::{Fixture, Kind, sh};
 use kiln_runtime::container::logs::read_entries;
 use kiln_runtime::container::{
     Attach, ContainerRecord, Containers, NewContainer, State, Status, supervise,
 };
 use kiln_runtime::{Network, Resources};
+
+both_runtimes!(
+    supervised_run_logs_and_restarts_with_its_changes,
+    missing_command_is_127,
+);
 
 fn record(lowers: Vec<std::path::PathBuf>, cmd: Vec<String>) -> ContainerRecord {
     ContainerRecord {
@@ -36,16 +41,18 @@ fn record(lowers: Vec<std::path::PathBuf>, cmd: Vec<String>) -> ContainerRecord 
         open_stdin: false,
         stop_signal: String::new(),
         labels: BTreeMap::new(),
+        runtime: String::new(),
         state: State::default(),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn supervised_run_logs_and_restarts_with_its_changes() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn supervised_run_logs_and_restarts_with_its_changes(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
-    let containers = Containers::open(&fx.dir.path().join("store")).unwrap();
+    let containers = Containers::open(&fx.dir.path().join("store"))
+        .unwrap()
+        .with_runtime(kind.runtime());
     let script = "echo $A; cat /count 2>/dev/null; echo x >> /count; echo oops >&2; exit 4";
     let c = containers
         .create(NewContainer {
@@ -82,12 +89,13 @@ async fn supervised_run_logs_and_restarts_with_its_changes() {
     assert!(containers.list().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_command_is_127() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn missing_command_is_127(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
-    let containers = Containers::open(&fx.dir.path().join("store")).unwrap();
+    let containers = Containers::open(&fx.dir.path().join("store"))
+        .unwrap()
+        .with_runtime(kind.runtime());
     let c = containers
         .create(NewContainer {
             name: None,

@@ -4,16 +4,31 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Fixture, capture, sh, tar_entries};
+use common::{Fixture, Kind, capture, sh, tar_entries};
 use kiln_runtime::{
     BindMount, CancellationToken, Error, ExecRequest, Network, OverlayRootfs, Resources, Runtime,
     RuntimeConfig,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_output_is_captured() {
-    require_containers!();
-    let fx = Fixture::new();
+both_runtimes!(
+    echo_output_is_captured,
+    exit_codes_and_stderr,
+    env_and_missing_cwd_is_created,
+    user_switching,
+    diff_has_new_files_whiteouts_and_opaque_dirs,
+    network_none_has_only_loopback,
+    loopback_is_up,
+    generated_files_are_mounted,
+    cgroup_limits_apply,
+    missing_executable_reports_runc_message,
+    two_hundred_layers,
+    scratch_with_bind_mount,
+    cancellation_kills_and_deletes,
+);
+
+async fn echo_output_is_captured(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], vec!["echo".into(), "hi".into()]);
@@ -29,10 +44,9 @@ async fn echo_output_is_captured() {
     assert_eq!(stderr, "");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exit_codes_and_stderr() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn exit_codes_and_stderr(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], sh("echo oops >&2; exit 3"));
@@ -46,10 +60,9 @@ async fn exit_codes_and_stderr() {
     assert_eq!(out.await.unwrap(), (String::new(), "oops\n".to_owned()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn env_and_missing_cwd_is_created() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn env_and_missing_cwd_is_created(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], sh("echo \"$FOO $HOME\"; pwd; echo $PATH"));
@@ -73,10 +86,9 @@ async fn env_and_missing_cwd_is_created() {
     assert_eq!(names, ["etc/", "work/", "work/dir/"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_switching() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn user_switching(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(
@@ -116,10 +128,9 @@ async fn user_switching() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diff_has_new_files_whiteouts_and_opaque_dirs() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn diff_has_new_files_whiteouts_and_opaque_dirs(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let req = ExecRequest::new(
         vec![base],
@@ -155,10 +166,9 @@ async fn diff_has_new_files_whiteouts_and_opaque_dirs() {
     assert_eq!(tar, again);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn network_none_has_only_loopback() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn network_none_has_only_loopback(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], vec!["cat".into(), "/proc/net/dev".into()]);
@@ -180,10 +190,31 @@ async fn network_none_has_only_loopback() {
     assert_eq!(interfaces, ["lo"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn generated_files_are_mounted() {
-    require_containers!();
-    let fx = Fixture::new();
+/// As with runc, the loopback interface is up.
+async fn loopback_is_up(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
+    let base = fx.busybox_layer();
+    let (tx, out) = capture();
+    // IFF_UP is bit 0 of the flags.
+    let mut req = ExecRequest::new(vec![base], sh("cat /sys/class/net/lo/flags"));
+    req.network = Network::None;
+    req.output = Some(tx);
+    let result = fx
+        .runtime
+        .run(req, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(result.exit_code, 0);
+    let (stdout, stderr) = out.await.unwrap();
+    let flags = u32::from_str_radix(stdout.trim().trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("{stdout:?} {stderr:?}"));
+    assert_eq!(flags & 1, 1, "lo flags {flags:#x}");
+}
+
+async fn generated_files_are_mounted(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(
@@ -206,10 +237,9 @@ async fn generated_files_are_mounted() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cgroup_limits_apply() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn cgroup_limits_apply(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let (tx, out) = capture();
     let mut req = ExecRequest::new(
@@ -235,10 +265,9 @@ async fn cgroup_limits_apply() {
     assert_eq!(stdout, format!("{}\n50\n", 64 << 20));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_executable_reports_runc_message() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn missing_executable_reports_runc_message(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let req = ExecRequest::new(vec![base], vec!["foo".into()]);
     let err = fx
@@ -253,10 +282,9 @@ async fn missing_executable_reports_runc_message() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_layers() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn two_hundred_layers(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     // Layer i (1..=200) adds /l/i and overwrites /top; topmost first.
     let mut lowers = Vec::new();
@@ -283,10 +311,9 @@ async fn two_hundred_layers() {
     assert_eq!(stdout, "200\n1\n200\n200\n");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scratch_with_bind_mount() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn scratch_with_bind_mount(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let (tx, out) = capture();
     let mut req = ExecRequest::new(
         Vec::new(),
@@ -314,10 +341,9 @@ async fn scratch_with_bind_mount() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancellation_kills_and_deletes() {
-    require_containers!();
-    let fx = Fixture::new();
+async fn cancellation_kills_and_deletes(kind: Kind) {
+    require_containers!(kind);
+    let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let req = ExecRequest::new(vec![base], vec!["sleep".into(), "60".into()]);
     let cancel = CancellationToken::new();
@@ -343,7 +369,7 @@ async fn cancellation_kills_and_deletes() {
 #[test]
 fn overlay_mount_and_unmount() {
     require_containers!();
-    let fx = Fixture::new();
+    let fx = Fixture::new(Kind::Runc);
     let lower = fx.layer(1);
     std::fs::write(lower.join("f"), "lower").unwrap();
     let dir = fx.dir.path().join("c");

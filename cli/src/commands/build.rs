@@ -192,6 +192,7 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
         bail!("--max-parallelism must be at least 1");
     }
     req.max_parallelism = a.max_parallelism;
+    req.runtime = Some(ctx.oci_runtime()?);
 
     let store = ctx.store()?;
     let mode = if a.quiet {
@@ -263,6 +264,13 @@ fn render_error(e: BuildError, renderer: &Renderer, name: &str, source: &str) ->
         BuildError::Dockerfile { span, message } => {
             DockerfileError::parse(name, source, span, message).into()
         }
+        BuildError::Lint { span, message } => DockerfileError {
+            name: name.to_string(),
+            source: source.to_string(),
+            span,
+            message: format!("failed to solve: {message}"),
+        }
+        .into(),
         BuildError::BaseImage { span, .. } if span.start_line > 0 => {
             let message = format!("failed to solve: {e}");
             DockerfileError {

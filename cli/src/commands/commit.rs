@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, a: CommitArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let runc = containers.runc(&record.id);
+    let runc = containers.runc(&record);
     let paused = a.pause && record.is_running() && rt.block_on(runc.pause(&record.id)).is_ok();
     let upper = containers.dir(&record.id).join("upper");
     let mut tmp =

@@ -35,9 +35,27 @@ use crate::render::DockerError;
 pub struct Context {
     /// `--root` / `KILN_ROOT`.
     pub root: Option<PathBuf>,
+    /// `--runtime` / `KILN_RUNTIME`.
+    pub runtime: Option<String>,
 }
 
 impl Context {
+    /// The OCI runtime for new containers and builds: `--runtime` (or
+    /// `KILN_RUNTIME`), else the configuration file's `runtime`, else the
+    /// embedded one (this executable re-executed as `kiln __oci`).
+    pub fn oci_runtime(&self) -> anyhow::Result<kiln_runtime::OciRuntime> {
+        let name = match &self.runtime {
+            Some(name) => Some(name.clone()),
+            None => crate::config::Config::load()?.runtime,
+        };
+        let embedded = kiln_runtime::OciRuntime::embedded_self();
+        Ok(match name {
+            Some(name) if name.is_empty() => anyhow::bail!("--runtime must not be empty"),
+            Some(name) => kiln_runtime::OciRuntime::from_name(&name, &embedded),
+            None => embedded,
+        })
+    }
+
     /// The store directory: `--root`, else `/var/lib/kiln` for root, else
     /// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
     pub fn root_dir(&self) -> anyhow::Result<PathBuf> {

@@ -114,7 +114,7 @@ pub struct ShimArgs {
 /// The containers of the store.
 pub fn containers(ctx: &Context) -> anyhow::Result<Containers> {
     let root = ctx.root_dir()?;
-    Ok(Containers::open(&root)?)
+    Ok(Containers::open(&root)?.with_runtime(ctx.oci_runtime()?))
 }
 
 /// Prints an error as `kiln: …` and turns it into exit code 125.
@@ -275,6 +275,8 @@ fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::
         open_stdin: a.interactive,
         stop_signal: cfg.stop_signal.clone(),
         labels: cfg.labels.clone(),
+        // Set by `create` from the chosen runtime.
+        runtime: String::new(),
         state: State::default(),
     };
     let record = containers.create(NewContainer {
@@ -314,10 +316,9 @@ fn find_or_pull(
         "Unable to find image '{}' locally",
         reference.familiar_string()
     );
-    let client = kiln_registry::Client::new(
-        kiln_registry::ClientConfig::default(),
-        kiln_registry::CredentialStore::from_env().ok(),
-    )?;
+    // The same configuration (mirrors, insecure registries, certs.d) as
+    // every other command.
+    let client = crate::config::registry_client()?;
     let pulled = rt.block_on(client.pull(
         store,
         &reference,

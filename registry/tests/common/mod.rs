@@ -2,6 +2,8 @@
 //! `docker-registry` on loopback, and a fake registry served by axum.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -103,37 +105,145 @@ pub fn have(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 
-/// A `docker-registry` process on 127.0.0.1, killed when dropped.
+/// A `docker-registry` process, killed when dropped.
 pub struct RealRegistry {
-    child: Child,
+    child: Option<Child>,
+    /// `ip:port` it listens on.
     pub host: String,
-    _dir: tempfile::TempDir,
+    pub addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
 }
 
 impl Drop for RealRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+impl RealRegistry {
+    /// The registry's storage root.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A directory for the test's own files, removed with the registry.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// SIGKILLs the process (nothing flushed, nothing cleaned up).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again, with the same configuration and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.addr, &self.dir.path().join("registry.log"));
+    }
+
+    /// The files of the uploads under way in the registry's storage.
+    pub fn upload_files(&self) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        walk(&self.data_dir(), &mut |p, len| {
+            if p.components().any(|c| c.as_os_str() == "_uploads") && p.ends_with("data") {
+                out.push((p.to_path_buf(), len));
+            }
+        });
+        out
+    }
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u64)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.metadata() {
+            Ok(m) if m.is_dir() => walk(&p, f),
+            Ok(m) => f(&p, m.len()),
+            Err(_) => {}
+        }
+    }
+}
+
+/// How to start a registry.
+#[derive(Default)]
+pub struct RegistryOptions<'a> {
+    /// htpasswd Basic auth for (user, password).
+    pub basic: Option<(&'a str, &'a str)>,
+    /// An `auth:` section (token auth).
+    pub auth_section: Option<String>,
+    /// Serve HTTPS with (certificate, key) PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Listen on this loopback address rather than 127.0.0.1.
+    pub ip: Option<&'a str>,
+    /// A directory to create the registry's own in (to keep files the
+    /// test wrote before, such as a token bundle, next to it).
+    pub dir: Option<tempfile::TempDir>,
 }
 
 /// Starts `docker-registry`, optionally with htpasswd Basic auth for
 /// (user, password). `None`, with the reason printed, when it is not
 /// installed.
 pub fn start_registry(basic: Option<(&str, &str)>) -> Option<RealRegistry> {
+    start_registry_with(RegistryOptions {
+        basic,
+        ..Default::default()
+    })
+}
+
+/// Starts `docker-registry` with `options`; `None` when it is not
+/// installed.
+pub fn start_registry_with(options: RegistryOptions<'_>) -> Option<RealRegistry> {
     if !have("docker-registry") {
         eprintln!("skipping: docker-registry is not installed (apt-get install docker-registry)");
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let dir = options.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    let ip = options.ip.unwrap_or("127.0.0.1");
+    let port = TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     let mut config = format!(
-        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
         data.display()
     );
-    if let Some((user, password)) = basic {
+    if let Some((cert, key)) = &options.tls {
+        config.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    if let Some((user, password)) = options.basic {
         let hash = bcrypt::hash(password, 4).unwrap();
         let htpasswd = dir.path().join("htpasswd");
         std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
@@ -142,33 +252,30 @@ pub fn start_registry(basic: Option<(&str, &str)>) -> Option<RealRegistry> {
             htpasswd.display()
         ));
     }
+    if let Some(section) = &options.auth_section {
+        config.push_str(section);
+    }
     let config_path = dir.path().join("config.yml");
     std::fs::File::create(&config_path)
         .unwrap()
         .write_all(config.as_bytes())
         .unwrap();
-    let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let registry = RealRegistry {
-        child,
-        host: format!("127.0.0.1:{port}"),
-        _dir: dir,
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+    let mut registry = RealRegistry {
+        child: None,
+        host: format!("{ip}:{port}"),
+        addr,
+        dir,
+        config_path,
     };
-    wait_for_port(port, &registry._dir.path().join("registry.log"));
+    registry.spawn();
     Some(registry)
 }
 
-fn wait_for_port(port: u16, log: &Path) {
+fn wait_for_port(addr: std::net::SocketAddr, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect(addr).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

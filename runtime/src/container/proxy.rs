@@ -52,6 +52,11 @@ pub fn bind(ports: &[PortMapping]) -> Result<BoundPorts> {
 impl BoundPorts {
     /// Starts forwarding into the network namespace `netns` (an open
     /// `/proc/<pid>/ns/net`).
+    /// No port is published.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
     pub fn start(self, netns: File) -> PortProxy {
         let netns = Arc::new(netns);
         let stop = Arc::new(AtomicBool::new(false));

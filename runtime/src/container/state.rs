@@ -11,8 +11,8 @@
 //!       container.log        output, JSON lines {log, stream, time}
 //!       rootfs/ upper/ work/ the overlay (upper survives stop and start)
 //!       hosts resolv.conf hostname  generated files
-//!       bundle/              config.json for runc, runc.log
-//!       runc/                runc's --root for this container
+//!       bundle/              config.json for the OCI runtime, runc.log
+//!       runc/                the OCI runtime's --root for this container
 //!       init.pid             the container process's pid while it runs
 //!       shim.log             the supervisor's own diagnostics (detached runs)
 //!   volumes/<name>/_data     named and anonymous volumes
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names;
 use crate::error::{Error, Result};
+use crate::oci::OciRuntime;
 use crate::runc::Runc;
 use crate::spec::{Network, Resources};
 
@@ -153,7 +154,16 @@ pub struct ContainerRecord {
     /// The image's STOPSIGNAL (empty: SIGTERM).
     pub stop_signal: String,
     pub labels: BTreeMap<String, String>,
+    /// The OCI runtime that runs it ([`OciRuntime::name`]: `embedded` or
+    /// a runc binary), set by [`Containers::create`]; records written
+    /// before runtimes could be chosen ran with `runc`.
+    #[serde(default = "runc_name")]
+    pub runtime: String,
     pub state: State,
+}
+
+fn runc_name() -> String {
+    "runc".to_owned()
 }
 
 impl ContainerRecord {
@@ -184,7 +194,10 @@ pub struct NewContainer {
 pub struct Containers {
     dir: PathBuf,
     volumes: PathBuf,
-    runc_binary: PathBuf,
+    /// The runtime new containers get.
+    runtime: OciRuntime,
+    /// How `embedded` records are run.
+    embedded: OciRuntime,
     host_resolv_conf: PathBuf,
 }
 
@@ -247,7 +260,8 @@ pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
 
 impl Containers {
     /// The containers under `store_root` (creating `containers/` and
-    /// `volumes/` if needed), run with `runc` from `PATH`.
+    /// `volumes/` if needed); new containers run with `runc` from `PATH`
+    /// unless [`Containers::with_runtime`] says otherwise.
     pub fn open(store_root: &Path) -> Result<Containers> {
         let root =
             std::path::absolute(store_root).map_err(|e| Error::io("resolve", store_root, e))?;
@@ -259,15 +273,26 @@ impl Containers {
         Ok(Containers {
             dir,
             volumes,
-            runc_binary: PathBuf::from("runc"),
+            runtime: OciRuntime::default(),
+            embedded: OciRuntime::embedded_self(),
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
         })
     }
 
-    /// Uses another runc binary.
-    pub fn with_runc(mut self, runc: impl Into<PathBuf>) -> Containers {
-        self.runc_binary = runc.into();
+    /// New containers run with `runtime` (an embedded one also runs the
+    /// existing `embedded` containers; by default those re-execute the
+    /// current executable, see [`OciRuntime::embedded_self`]).
+    pub fn with_runtime(mut self, runtime: OciRuntime) -> Containers {
+        if runtime.is_embedded() {
+            self.embedded = runtime.clone();
+        }
+        self.runtime = runtime;
         self
+    }
+
+    /// The runtime new containers get.
+    pub fn runtime(&self) -> &OciRuntime {
+        &self.runtime
     }
 
     pub(crate) fn host_resolv_conf(&self) -> &Path {
@@ -289,9 +314,15 @@ impl Containers {
         self.volumes.join(name).join("_data")
     }
 
-    /// runc with this container's state root.
-    pub fn runc(&self, id: &str) -> Runc {
-        Runc::new(self.runc_binary.clone(), self.dir(id).join("runc"))
+    /// The runtime a container was created with.
+    pub fn runtime_of(&self, record: &ContainerRecord) -> OciRuntime {
+        OciRuntime::from_name(&record.runtime, &self.embedded)
+    }
+
+    /// The command line of a container's runtime, with its state root.
+    pub fn runc(&self, record: &ContainerRecord) -> Runc {
+        self.runtime_of(record)
+            .client(self.dir(&record.id).join("runc"))
     }
 
     /// Creates a container: a fresh id, the requested name (which must be
@@ -332,6 +363,7 @@ impl Containers {
         let mut record = new.record;
         record.id = id;
         record.name = name;
+        record.runtime = self.runtime.name();
         record.state = State::default();
         for m in &record.mounts {
             if m.kind == MountKind::Volume {
@@ -440,7 +472,7 @@ impl Containers {
             return Ok(record);
         }
         tracing::info!(id = %record.id, shim, "container supervisor is gone; marking the container exited");
-        self.cleanup_runtime(&record.id);
+        self.cleanup_runtime(&record);
         self.update(&record.id, |r| {
             if r.state.shim_pid == Some(shim) {
                 if r.state.status == Status::Running {
@@ -457,8 +489,9 @@ impl Containers {
 
     /// Deletes the runc container (killing what is left of it) and
     /// detaches the root filesystem mount. Errors are logged.
-    fn cleanup_runtime(&self, id: &str) {
-        let runc = self.runc(id);
+    fn cleanup_runtime(&self, record: &ContainerRecord) {
+        let id = record.id.as_str();
+        let runc = self.runc(record);
         let status = runc
             .std_command()
             .arg("delete")
@@ -484,7 +517,7 @@ impl Containers {
         if !record.is_running() {
             return Err(Error::NotRunning { id: id.to_owned() });
         }
-        self.runc(id).kill(id, &normalize_signal(signal)).await
+        self.runc(&record).kill(id, &normalize_signal(signal)).await
     }
 
     /// Stops a running container: its stop signal (the image's STOPSIGNAL,
@@ -500,7 +533,7 @@ impl Containers {
         } else {
             normalize_signal(&record.stop_signal)
         };
-        let runc = self.runc(id);
+        let runc = self.runc(&record);
         if let Err(e) = runc.kill(id, &signal).await {
             tracing::debug!(%id, error = %e, "stop signal not delivered");
         }
@@ -513,7 +546,7 @@ impl Containers {
 
     /// SIGKILL, then waits until the supervisor recorded the exit.
     pub async fn kill_and_wait(&self, id: &str) -> Result<ContainerRecord> {
-        let runc = self.runc(id);
+        let runc = self.runc(&self.load(id)?);
         loop {
             if let Err(e) = runc.kill(id, "KILL").await {
                 tracing::debug!(%id, error = %e, "SIGKILL not delivered");
@@ -553,7 +586,7 @@ impl Containers {
         }
         let _names = lock(&self.dir.join("names.lock"))?;
         let dir = self.dir(id);
-        self.cleanup_runtime(id);
+        self.cleanup_runtime(&record);
         let size = dir_size(&dir.join("upper")) + dir_size(&self.log_path(id));
         // Hide it from listings first, then delete.
         let doomed = self.dir.join(format!(".removing-{id}"));
@@ -621,6 +654,7 @@ mod tests {
             open_stdin: false,
             stop_signal: String::new(),
             labels: BTreeMap::new(),
+            runtime: String::new(),
             state: State::default(),
         }
     }
@@ -664,7 +698,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Containers::open(dir.path())
             .unwrap()
-            .with_runc("/nonexistent/runc");
+            .with_runtime(OciRuntime::Runc("/nonexistent/runc".into()));
         let a = c
             .create(NewContainer {
                 name: None,

@@ -1,6 +1,7 @@
 //! The supervisor of one container run: mounts the root filesystem
 //! (keeping the upper directory of earlier runs), writes the bundle, runs
-//! `runc run` in the foreground with `--pid-file`, writes the output to
+//! `runc run` (or the embedded runtime's helper, which takes the same
+//! arguments) in the foreground with `--pid-file`, writes the output to
 //! the log (and to an attached client), serves published ports, and
 //! records the start, the exit code and any start error in the record.
 //!
@@ -127,7 +128,14 @@ async fn run(
             });
         }
     }
-    let runc = containers.runc(id);
+    if attach.tty && containers.runtime_of(record).is_embedded() {
+        return Err(Error::Invalid {
+            what: "option",
+            reason: "the embedded runtime has no terminal support yet (-t): use --runtime runc"
+                .to_owned(),
+        });
+    }
+    let runc = containers.runc(record);
     // What an earlier, crashed supervisor may have left.
     runc.delete_force(id).await?;
     let _ = rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
@@ -172,7 +180,7 @@ async fn run(
         &req,
     )?;
 
-    let outcome = run_runc(containers, id, &dir, &bundle, ports, attach).await;
+    let outcome = run_runc(containers, record, &dir, &bundle, ports, attach).await;
     stubs.clean(rootfs.rootfs());
     rootfs.unmount()?;
     outcome
@@ -180,13 +188,14 @@ async fn run(
 
 async fn run_runc(
     containers: &Containers,
-    id: &str,
+    record: &super::ContainerRecord,
     dir: &Path,
     bundle: &Path,
     ports: proxy::BoundPorts,
     attach: Attach,
 ) -> Result<Outcome> {
-    let runc = containers.runc(id);
+    let id = record.id.as_str();
+    let runc = containers.runc(record);
     let log = bundle.join("runc.log");
     let _ = std::fs::remove_file(&log);
     let pid_file = dir.join("init.pid");
@@ -311,7 +320,7 @@ fn on_start(
         r.state.finished_at = None;
     })?;
     tracing::debug!(%id, pid, "container started");
-    let Some(ports) = ports else {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
     let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));

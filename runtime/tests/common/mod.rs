@@ -1,11 +1,16 @@
-//! Shared fixtures for the tests that run real containers. They need root,
-//! `runc` on `PATH` and a static busybox at `/bin/busybox` (Debian's
-//! `busybox-static`); without them the tests return early with a reason.
+//! Shared fixtures for the tests that run real containers. They need root
+//! and a static busybox at `/bin/busybox` (Debian's `busybox-static`), and
+//! for the runc runs `runc` on `PATH`; without them the tests return early
+//! with a reason.
+//!
+//! Every container test runs once per OCI runtime ([`Kind`]):
+//! [`both_runtimes!`] makes `NAME::embedded` and `NAME::runc` from
+//! `async fn NAME(kind: Kind)`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::{OutputChunk, Runtime, RuntimeConfig, Stream};
+use kiln_runtime::{OciRuntime, OutputChunk, Runtime, RuntimeConfig, Stream};
 use tokio::sync::mpsc;
 
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -15,7 +20,57 @@ const APPLETS: &[&str] = &[
     "env", "wc", "ip",
 ];
 
-/// Why the container tests cannot run here, if they cannot.
+/// The OCI runtimes every container test runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// libcontainer through this crate's `kiln-oci-helper` program.
+    Embedded,
+    /// `runc` from `PATH`.
+    Runc,
+}
+
+impl Kind {
+    pub fn runtime(self) -> OciRuntime {
+        match self {
+            Kind::Embedded => OciRuntime::Embedded {
+                program: env!("CARGO_BIN_EXE_kiln-oci-helper").into(),
+                args: Vec::new(),
+            },
+            Kind::Runc => OciRuntime::Runc("runc".into()),
+        }
+    }
+}
+
+/// `NAME::embedded` and `NAME::runc` tests running `async fn NAME(kind: Kind)`.
+#[macro_export]
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name(super::common::Kind::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runc() {
+                super::$name(super::common::Kind::Runc).await
+            }
+        }
+    )*};
+}
+
+/// Why the container tests cannot run here with `kind`, if they cannot.
+pub fn skip_reason_for(kind: Kind) -> Option<String> {
+    skip_reason().or_else(|| (kind == Kind::Runc).then(runc_missing).flatten())
+}
+
+fn runc_missing() -> Option<String> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()))
+        .unwrap_or(false);
+    (!on_path).then(|| "runc is not on PATH (apt-get install runc)".into())
+}
+
+/// Why the container tests cannot run here at all, if they cannot.
 pub fn skip_reason() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("not running as root".into());
@@ -24,12 +79,6 @@ pub fn skip_reason() -> Option<String> {
         return Some(format!(
             "{BUSYBOX} is missing (apt-get install busybox-static)"
         ));
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()))
-        .unwrap_or(false);
-    if !on_path {
-        return Some("runc is not on PATH (apt-get install runc)".into());
     }
     None
 }
@@ -43,19 +92,28 @@ macro_rules! require_containers {
             return;
         }
     };
+    ($kind:expr) => {
+        if let Some(reason) = common::skip_reason_for($kind) {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
 }
 
 /// A temporary state directory and a runtime using it.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
+    pub kind: Kind,
     pub runtime: Runtime,
 }
 
 impl Fixture {
-    pub fn new() -> Fixture {
+    pub fn new(kind: Kind) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(RuntimeConfig::new(dir.path().join("state"))).unwrap();
-        Fixture { dir, runtime }
+        let mut config = RuntimeConfig::new(dir.path().join("state"));
+        config.runtime = kind.runtime();
+        let runtime = Runtime::new(config).unwrap();
+        Fixture { dir, kind, runtime }
     }
 
     /// A new, empty layer directory named like a snapshot (`<hex>/fs`).
