@@ -550,6 +550,35 @@ fn push_pull_search_round_trip() {
     } else {
         eprintln!("skopeo is not installed: not checking the pushed image with it");
     }
+
+    // podman pulls what kiln pushed (same manifest digest).
+    if have("podman") {
+        let podman = |args: &[&str]| {
+            Process::new("podman")
+                .arg("--root")
+                .arg(env.dir.path().join("podman-root"))
+                .arg("--runroot")
+                .arg(env.dir.path().join("podman-run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let out = podman(&["pull", "--tls-verify=false", &tag1]);
+        assert!(
+            out.status.success(),
+            "podman pull: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = podman(&["images", "--digests", "--format", "{{.Digest}}"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(digest.as_str()),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        eprintln!("podman is not installed: not pulling the pushed image with it");
+    }
 }
 
 #[test]
