@@ -171,7 +171,14 @@ impl Runc {
         };
         drain(pumps).await;
         guard.armed = false;
-        let deleted = self.delete_force(id).await;
+        // A foreground `run` removes its container when it exits; only ask
+        // for a delete when its state is still there (one process less per
+        // RUN step).
+        let deleted = if self.root.join(id).exists() {
+            self.delete_force(id).await
+        } else {
+            Ok(())
+        };
         let status = status?;
         let code = exit_code(status);
 
