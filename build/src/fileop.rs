@@ -12,7 +12,7 @@ use kiln_runtime::OverlayRootfs;
 use kiln_solver::{FileAction, FileOp};
 
 use crate::MatcherFactory;
-use crate::chmod::ModeChange;
+
 use crate::copy::{self, CopyMeta, mkdir_all, set_owner_times};
 use crate::error::{Error, Result};
 use crate::fsref::FsRef;
@@ -100,7 +100,11 @@ fn apply(
             };
             let meta = CopyMeta {
                 owner: owner(root, c.chown.as_ref())?,
-                mode: c.chmod.as_ref().map(ModeChange::from_op).transpose()?,
+                mode: c
+                    .chmod
+                    .as_ref()
+                    .map(crate::chmod::mode_change)
+                    .transpose()?,
                 mtime: c.mtime,
                 exclude,
                 exclude_has_negation: c.exclude_patterns.iter().any(|p| p.trim().starts_with('!')),

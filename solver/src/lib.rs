@@ -56,6 +56,7 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod chmod;
 pub mod graph;
 pub mod op;
 pub mod scheduler;
