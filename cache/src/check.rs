@@ -35,13 +35,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use kiln_oci::Digest;
-use serde::Serialize;
 
 use crate::blob::remove_dir_all_writable;
 use crate::error::{Error, Result};
-use crate::image::{ImageError, chain_ids, descriptor_digest};
-use crate::images::{INDEX_VERSION, ImageId, ImageRecord};
-use crate::store::{IMAGES_FILE, IMAGES_LOCK, LockGuard, Store, write_atomic};
+use crate::gc::References;
+use crate::image::{ImageError, descriptor_digest};
+use crate::images::{ImageId, ImageRecord};
+use crate::store::{IMAGES_LOCK, LockGuard, Store};
 
 /// How old unreferenced blobs and temporary files must be before a repair
 /// removes them: well above the longest expected write, so content that
@@ -271,22 +271,6 @@ impl CheckReport {
     }
 }
 
-/// Content the images refer to.
-struct References {
-    blobs: BTreeSet<Digest>,
-    chains: BTreeSet<Digest>,
-    /// Every image's documents could be read.
-    complete: bool,
-}
-
-/// `images.json` as written by `images.rs` (the same envelope; records
-/// sorted by id).
-#[derive(Serialize)]
-struct IndexOut<'a> {
-    version: u32,
-    images: &'a [ImageRecord],
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -508,32 +492,21 @@ impl Store {
         // may have stored their blobs meanwhile) and remove those still
         // broken. Writers store blobs before records, so nothing a writer
         // finishes while the lock is held can be lost.
-        let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
-        let mut current = self.images()?;
-        let mut removed = Vec::new();
-        current.retain(|record| {
-            if !broken.contains_key(&record.id) {
-                return true;
-            }
-            let findings = self.image_findings(record, corrupt);
-            if findings.is_empty() {
-                return true;
-            }
-            removed.push((record.clone(), findings));
-            false
-        });
-        if !removed.is_empty() {
-            current.sort_by(|a, b| a.id.cmp(&b.id));
-            let bytes = serde_json::to_vec_pretty(&IndexOut {
-                version: INDEX_VERSION,
-                images: &current,
-            })
-            .map_err(|source| Error::Serialize {
-                what: "image index",
-                source,
-            })?;
-            write_atomic(self.root(), &self.root().join(IMAGES_FILE), &bytes)?;
-        }
+        let removed = self.update_index(|current| {
+            let mut removed = Vec::new();
+            current.retain(|record| {
+                if !broken.contains_key(&record.id) {
+                    return true;
+                }
+                let findings = self.image_findings(record, corrupt);
+                if findings.is_empty() {
+                    return true;
+                }
+                removed.push((record.clone(), findings));
+                false
+            });
+            Ok(removed)
+        })?;
         for (record, findings) in removed {
             tracing::info!(id = %record.id, tags = record.tags.len(), "removed broken image record");
             for finding in findings {
@@ -542,27 +515,6 @@ impl Store {
             report.removed_images.push(record);
         }
         Ok(())
-    }
-
-    /// What the given images refer to.
-    fn check_references(&self, images: &[ImageRecord]) -> References {
-        let mut refs = References {
-            blobs: BTreeSet::new(),
-            chains: BTreeSet::new(),
-            complete: true,
-        };
-        for record in images {
-            refs.blobs.insert(record.manifest_digest.clone());
-            refs.blobs.insert(record.config_digest.clone());
-            match self.image_docs(record) {
-                Ok(docs) => {
-                    refs.blobs.extend(docs.layers);
-                    refs.chains.extend(chain_ids(&docs.config.rootfs.diff_ids));
-                }
-                Err(_) => refs.complete = false,
-            }
-        }
-        refs
     }
 
     /// Reports blobs no image refers to; with `repair`, deletes those
@@ -577,7 +529,7 @@ impl Store {
         let Ok(images) = self.images() else {
             return Ok(None);
         };
-        let refs = self.check_references(&images);
+        let refs = self.references(&images);
         report.references_complete = refs.complete;
         if !refs.complete {
             return Ok(Some(refs));
@@ -604,7 +556,7 @@ impl Store {
             // Hold the index lock and look at the records once more, so no
             // image recorded since the first look loses a blob.
             let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
-            let now_refs = self.check_references(&self.images()?);
+            let now_refs = self.references(&self.images()?);
             if now_refs.complete {
                 for digest in old {
                     if !now_refs.blobs.contains(digest) && self.delete_blob(digest)? {

@@ -57,15 +57,15 @@ pub struct ImagesUsage {
 }
 
 /// Content the images of the store refer to.
-struct References {
-    blobs: BTreeSet<Digest>,
-    chains: BTreeSet<Digest>,
+pub(crate) struct References {
+    pub(crate) blobs: BTreeSet<Digest>,
+    pub(crate) chains: BTreeSet<Digest>,
     /// Every image's documents could be read, so `blobs` includes all layers.
-    complete: bool,
+    pub(crate) complete: bool,
 }
 
 impl Store {
-    fn references(&self, images: &[ImageRecord]) -> References {
+    pub(crate) fn references(&self, images: &[ImageRecord]) -> References {
         let mut refs = References {
             blobs: BTreeSet::new(),
             chains: BTreeSet::new(),

@@ -180,7 +180,10 @@ impl Store {
 
     /// Runs `f` on the index under the images lock and writes the result
     /// back atomically if `f` succeeds.
-    fn update_index<T>(&self, f: impl FnOnce(&mut Vec<ImageRecord>) -> Result<T>) -> Result<T> {
+    pub(crate) fn update_index<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<ImageRecord>) -> Result<T>,
+    ) -> Result<T> {
         let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
         let mut images = self.read_index()?;
         let out = f(&mut images)?;
