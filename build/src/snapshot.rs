@@ -9,7 +9,7 @@
 //! already there for the chain id has the same content by construction
 //! (same diff ids) and wins.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -178,28 +178,6 @@ fn publish(
         tracing::debug!(%chain_id, "snapshot exists; discarding the new copy");
         return Ok(s.fs);
     }
-    let lock_path = store
-        .root()
-        .join("locks")
-        .join(format!("snapshot-{}.lock", chain_id.hex()));
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open lock file", &lock_path, e))?;
-    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
-    if let Some(s) = store.snapshot(chain_id)? {
-        return Ok(s.fs);
-    }
-    let ingest = store.ingest_dir();
-    let tmp = tempfile::Builder::new()
-        .prefix("snapshot-")
-        .tempdir_in(&ingest)
-        .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
-    let fs_dir = tmp.path().join("fs");
-    fs::rename(content, &fs_dir).map_err(|e| Error::io("move into the store", content, e))?;
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -212,34 +190,9 @@ fn publish(
         created,
         stats,
     };
-    let bytes = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Record {
-        path: tmp.path().join("snapshot.json"),
-        source,
-    })?;
-    let meta_path = tmp.path().join("snapshot.json");
-    write_synced(&meta_path, &bytes)?;
-    // Make the content durable before the rename publishes it.
-    let d = File::open(&fs_dir).map_err(|e| Error::io("open", &fs_dir, e))?;
-    rustix::fs::syncfs(&d).map_err(|e| Error::io("sync filesystem of", &fs_dir, e.into()))?;
-    let dest = store.snapshot_dir(chain_id);
-    let tmp_path = tmp.keep();
-    if let Err(e) = fs::rename(&tmp_path, &dest) {
-        let _ = fs::remove_dir_all(&tmp_path);
-        if store.snapshot(chain_id)?.is_some() {
-            return Ok(dest.join("fs"));
-        }
-        return Err(Error::io("rename into place", dest, e));
-    }
-    drop(lock);
+    let snapshot = store.publish_snapshot(content, meta)?;
     tracing::debug!(%chain_id, %diff_id, "published snapshot");
-    Ok(dest.join("fs"))
-}
-
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| Error::io("create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
-    f.sync_all().map_err(|e| Error::io("sync", path, e))
+    Ok(snapshot.fs)
 }
 
 /// A fresh directory in the store's ingest area to assemble source

@@ -112,19 +112,8 @@ impl Store {
             .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
         match self.unpack_into(tmp.path(), chain_id, layer) {
             Ok(meta) => {
-                let dest = self.snapshot_dir(chain_id);
-                let tmp_path = tmp.keep();
-                if let Err(e) = fs::rename(&tmp_path, &dest) {
-                    let _ = remove_dir_all_writable(&tmp_path);
-                    return Err(Error::io("rename into place", dest, e));
-                }
-                fsync_dir(&self.root().join(SNAPSHOTS_DIR))?;
                 tracing::info!(%chain_id, %layer, files = meta.stats.files, bytes = meta.stats.bytes, "unpacked layer");
-                Ok(Snapshot {
-                    fs: dest.join(SNAPSHOT_FS),
-                    dir: dest,
-                    meta,
-                })
+                self.install_snapshot(tmp, meta)
             }
             Err(e) => {
                 if let Err(err) = remove_dir_all_writable(tmp.path()) {
@@ -169,6 +158,37 @@ impl Store {
             created,
             stats,
         };
+        Ok(meta)
+    }
+
+    /// Publishes a snapshot made elsewhere on the store's filesystem (the
+    /// build worker's committed upper directories): `content` is moved to
+    /// `snapshots/<chain id>/fs` with `meta`, under the snapshot's lock,
+    /// unless the snapshot already exists (then `content` is left where it
+    /// is for the caller to discard).
+    pub fn publish_snapshot(&self, content: &Path, meta: SnapshotMeta) -> Result<Snapshot> {
+        let chain_id = meta.chain_id.clone();
+        if let Some(snapshot) = self.snapshot(&chain_id)? {
+            return Ok(snapshot);
+        }
+        let _guard = self.snapshot_lock(&chain_id)?;
+        if let Some(snapshot) = self.snapshot(&chain_id)? {
+            return Ok(snapshot);
+        }
+        let ingest = self.ingest_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix("snapshot-")
+            .tempdir_in(&ingest)
+            .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
+        let fs_dir = tmp.path().join(SNAPSHOT_FS);
+        fs::rename(content, &fs_dir).map_err(|e| Error::io("move into the store", content, e))?;
+        self.install_snapshot(tmp, meta)
+    }
+
+    /// Makes `tmp` (holding `fs/`) durable with its metadata and renames it
+    /// into `snapshots/`. The caller holds the snapshot's lock.
+    fn install_snapshot(&self, tmp: tempfile::TempDir, meta: SnapshotMeta) -> Result<Snapshot> {
+        let fs_dir = tmp.path().join(SNAPSHOT_FS);
         // Make the content durable before the rename publishes it.
         let dir = fs::File::open(&fs_dir).map_err(|e| Error::io("open", &fs_dir, e))?;
         rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync filesystem of", &fs_dir, e.into()))?;
@@ -176,8 +196,19 @@ impl Store {
             what: "snapshot metadata",
             source,
         })?;
-        write_atomic(tmp, &tmp.join(SNAPSHOT_META), &bytes)?;
-        Ok(meta)
+        write_atomic(tmp.path(), &tmp.path().join(SNAPSHOT_META), &bytes)?;
+        let dest = self.snapshot_dir(&meta.chain_id);
+        let tmp_path = tmp.keep();
+        if let Err(e) = fs::rename(&tmp_path, &dest) {
+            let _ = remove_dir_all_writable(&tmp_path);
+            return Err(Error::io("rename into place", dest, e));
+        }
+        fsync_dir(&self.root().join(SNAPSHOTS_DIR))?;
+        Ok(Snapshot {
+            fs: dest.join(SNAPSHOT_FS),
+            dir: dest,
+            meta,
+        })
     }
 
     /// Removes snapshot `chain_id`. Returns whether it existed. The caller
