@@ -252,7 +252,7 @@ fn parents_part(src_spec: &str, matched: &str) -> String {
 
 /// Paths in `root` matching the wildcard path `pattern` (cleaned,
 /// absolute), sorted. Intermediate symlinks are followed, inside the root.
-fn resolve_wildcards(root: &Path, pattern: &str) -> Result<Vec<String>> {
+pub(crate) fn resolve_wildcards(root: &Path, pattern: &str) -> Result<Vec<String>> {
     let mut current = vec!["/".to_owned()];
     for seg in paths::rel_components(pattern) {
         let mut next = Vec::new();

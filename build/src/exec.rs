@@ -88,16 +88,6 @@ pub(crate) fn cache_dir_name(id: &str) -> String {
     s
 }
 
-fn open_lock(path: &Path) -> Result<fs::File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io("open lock file", path, e))
-}
-
 /// The host directory of a cache mount, with its lock when held.
 async fn cache_mount(
     shared: &Shared,
@@ -115,7 +105,7 @@ async fn cache_mount(
                 Ok((dir, None))
             }
             CacheSharing::Locked => {
-                let lock = open_lock(&base.join(format!("{name}.lock")))?;
+                let lock = crate::locks::open(&base.join(format!("{name}.lock")))?;
                 // Waits for the other user (another build, or this one).
                 lock.lock()
                     .map_err(|e| Error::io("lock", base.join(format!("{name}.lock")), e))?;
@@ -134,7 +124,7 @@ async fn cache_mount(
                             base.join(format!("{name}.private-{i}.lock")),
                         )
                     };
-                    let lock = open_lock(&l)?;
+                    let lock = crate::locks::open(&l)?;
                     if lock.try_lock().is_ok() {
                         fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
                         return Ok((d, Some(lock)));

@@ -184,7 +184,7 @@ fn apply(
         } => {
             let clean = clean_abs(path);
             let targets = if *allow_wildcard && glob::has_wildcard(&clean) {
-                wildcard_targets(root, &clean)?
+                crate::copy::resolve_wildcards(root, &clean)?
             } else {
                 vec![clean.clone()]
             };
@@ -221,30 +221,4 @@ fn apply(
                 .map_err(|e| Error::io("create symlink", &clean, e))
         }
     }
-}
-
-/// Paths matching the wildcard path `pattern` in `root`.
-fn wildcard_targets(root: &Path, pattern: &str) -> Result<Vec<String>> {
-    let mut current = vec!["/".to_owned()];
-    for seg in paths::rel_components(pattern) {
-        let mut next = Vec::new();
-        for dir in &current {
-            let h = paths::resolve(root, dir).map_err(|e| Error::io("resolve", dir, e))?;
-            if glob::has_wildcard(seg) {
-                if let Ok(rd) = fs::read_dir(&h) {
-                    let mut names: Vec<String> = rd
-                        .filter_map(|e| e.ok())
-                        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                        .filter(|n| glob::match_segment(seg, n))
-                        .collect();
-                    names.sort();
-                    next.extend(names.into_iter().map(|n| paths::join(dir, &n)));
-                }
-            } else if fs::symlink_metadata(h.join(seg)).is_ok() {
-                next.push(paths::join(dir, seg));
-            }
-        }
-        current = next;
-    }
-    Ok(current)
 }

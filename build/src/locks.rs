@@ -25,7 +25,8 @@ pub(crate) fn locks_dir(build_dir: &Path) -> PathBuf {
 
 const GC_LOCK: &str = "gc.lock";
 
-fn open(path: &Path) -> Result<File> {
+/// Opens (creating) a lock file without truncating it.
+pub(crate) fn open(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
