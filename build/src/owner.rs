@@ -18,8 +18,13 @@ pub(crate) fn resolve_chown(root: &Path, chown: &ChownOpt) -> Result<(u32, u32)>
             if let Ok(id) = name.parse::<u32>() {
                 (id, id)
             } else {
-                lookup(root, "/etc/passwd", name)?
-                    .map(|f| (f.0, f.1))
+                read(root, "/etc/passwd")?
+                    .and_then(|t| {
+                        kiln_runtime::parse_passwd(&t)
+                            .into_iter()
+                            .find(|e| e.name == *name)
+                    })
+                    .map(|e| (e.uid, e.gid))
                     .ok_or_else(|| Error::NoSuchOwner {
                         kind: "user",
                         name: name.clone(),
@@ -33,8 +38,13 @@ pub(crate) fn resolve_chown(root: &Path, chown: &ChownOpt) -> Result<(u32, u32)>
             UserOpt::Id(id) => *id,
             UserOpt::Name(name) => match name.parse::<u32>() {
                 Ok(id) => id,
-                Err(_) => lookup(root, "/etc/group", name)?
-                    .map(|f| f.0)
+                Err(_) => read(root, "/etc/group")?
+                    .and_then(|t| {
+                        kiln_runtime::parse_group(&t)
+                            .into_iter()
+                            .find(|e| e.name == *name)
+                    })
+                    .map(|e| e.gid)
                     .ok_or_else(|| Error::NoSuchOwner {
                         kind: "group",
                         name: name.clone(),
@@ -46,28 +56,12 @@ pub(crate) fn resolve_chown(root: &Path, chown: &ChownOpt) -> Result<(u32, u32)>
     Ok((uid, gid))
 }
 
-/// The third and fourth fields of the line of `file` whose first field is
-/// `name` (`(uid, gid)` in passwd, `(gid, 0)` in group).
-fn lookup(root: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>> {
+/// The text of `file` inside `root`, if it exists.
+fn read(root: &Path, file: &str) -> Result<Option<String>> {
     let path = paths::resolve(root, file).map_err(|e| Error::io("resolve", file, e))?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", &path, e)),
-    };
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let f: Vec<&str> = line.split(':').collect();
-        if f.first() == Some(&name) {
-            let a = f.get(2).and_then(|s| s.parse().ok());
-            let b = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
-            if let Some(a) = a {
-                return Ok(Some((a, b)));
-            }
-        }
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", &path, e)),
     }
-    Ok(None)
 }

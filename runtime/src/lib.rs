@@ -59,4 +59,4 @@ pub use rootfs::OverlayRootfs;
 pub use runc::{OutputChunk, OutputSender, Runc, Stream};
 pub use spec::{BindMount, Network, Resources, TmpfsMount};
 pub use tokio_util::sync::CancellationToken;
-pub use user::{ResolvedUser, resolve_user};
+pub use user::{GroupEntry, PasswdEntry, ResolvedUser, parse_group, parse_passwd, resolve_user};

@@ -21,22 +21,26 @@ pub struct ResolvedUser {
     pub home: String,
 }
 
+/// One line of `/etc/passwd`.
 #[derive(Debug)]
-struct PasswdEntry {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
 }
 
+/// One line of `/etc/group`.
 #[derive(Debug)]
-struct GroupEntry {
-    name: String,
-    gid: u32,
-    members: Vec<String>,
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
 }
 
-fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+/// The entries of a passwd file (comments, blank and malformed lines
+/// skipped).
+pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim();
@@ -54,7 +58,9 @@ fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
         .collect()
 }
 
-fn parse_group(text: &str) -> Vec<GroupEntry> {
+/// The entries of a group file (comments, blank and malformed lines
+/// skipped).
+pub fn parse_group(text: &str) -> Vec<GroupEntry> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim();
