@@ -37,7 +37,11 @@ fn record_path(fx: &Fixture, key: &kiln_solver::CacheKey) -> std::path::PathBuf 
         .join(format!("build/cache/{}.json", key.hex()))
 }
 
+/// Prunes once the test's workers are gone: a solver task can hold its
+/// worker (and so the build's shared GC lock) for a moment after `solve`
+/// returns, so wait for the lock instead of skipping.
 fn prune(fx: &Fixture, options: PruneOptions) -> gc::PruneReport {
+    let options = PruneOptions { wait: true, ..options };
     gc::prune(&fx.store, &options)
         .unwrap()
         .expect("no worker is alive")
