@@ -41,7 +41,10 @@ fn record_path(fx: &Fixture, key: &kiln_solver::CacheKey) -> std::path::PathBuf 
 /// worker (and so the build's shared GC lock) for a moment after `solve`
 /// returns, so wait for the lock instead of skipping.
 fn prune(fx: &Fixture, options: PruneOptions) -> gc::PruneReport {
-    let options = PruneOptions { wait: true, ..options };
+    let options = PruneOptions {
+        wait: true,
+        ..options
+    };
     gc::prune(&fx.store, &options)
         .unwrap()
         .expect("no worker is alive")
