@@ -4,7 +4,7 @@
 //! Needs root, /bin/busybox (and runc for the runc runs; scripts/test.sh
 //! installs both); each test prints why and returns when they are missing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use assert_cmd::Command;
 
@@ -12,29 +12,8 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
-/// The OCI runtime under test: `KILN_TEST_RUNTIME` (`embedded`, the
-/// default, or `runc`), passed to kiln as `KILN_RUNTIME`. `scripts/test.sh`
-/// runs these tests once per runtime.
-fn test_runtime() -> String {
-    std::env::var("KILN_TEST_RUNTIME").unwrap_or_else(|_| "embedded".into())
-}
-
-fn available() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let runc = test_runtime() == "embedded"
-        || std::process::Command::new(test_runtime())
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(root && runc && busybox) {
-        eprintln!(
-            "skipping: needs root ({root}), the runtime {} ({runc}) and /bin/busybox ({busybox})",
-            test_runtime()
-        );
-    }
-    root && runc && busybox
-}
+mod common;
+use common::{available, busybox_tar, test_runtime};
 
 impl Env {
     fn new() -> Env {
@@ -42,30 +21,12 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
         };
         // A busybox base image, imported like any rootfs tarball.
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_path_with_name("/bin/busybox", "bin/busybox")
-            .unwrap();
-        for applet in [
+        let applets = [
             "sh", "echo", "cat", "ls", "mkdir", "cp", "test", "id", "touch", "rm", "stat", "env",
             "true", "sleep",
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.set_mode(0o777);
-            b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-                .unwrap();
-        }
-        let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
-        let group = b"root:x:0:\napp:x:1000:\n";
-        for (path, data) in [("etc/passwd", &passwd[..]), ("etc/group", &group[..])] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            b.append_data(&mut h, path, data).unwrap();
-        }
+        ];
         let tar = env.path("busybox.tar");
-        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        std::fs::write(&tar, busybox_tar(&applets, true)).unwrap();
         env.ok(&[
             "import",
             "-c",

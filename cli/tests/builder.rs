@@ -1,27 +1,17 @@
 //! `kiln builder du` / `kiln builder prune`, the automatic build-cache
 //! collection and `kiln build --explain` naming changed files, with the
-//! real binary. Building needs root, runc and /bin/busybox; each test
+//! real binary. Building needs root, the runtime under test and /bin/busybox; each test
 //! prints why and returns when they are missing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use assert_cmd::Command;
 
+mod common;
+use common::{available, busybox_tar, test_runtime};
+
 struct Env {
     dir: tempfile::TempDir,
-}
-
-fn available() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
-    }
-    root && runc && busybox
 }
 
 impl Env {
@@ -34,19 +24,8 @@ impl Env {
     /// With a busybox base image tagged `busybox:test`.
     fn with_base() -> Env {
         let env = Env::new();
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_path_with_name("/bin/busybox", "bin/busybox")
-            .unwrap();
-        for applet in ["sh", "echo", "cat", "true"] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.set_mode(0o777);
-            b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-                .unwrap();
-        }
         let tar = env.path("busybox.tar");
-        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        std::fs::write(&tar, busybox_tar(&["sh", "echo", "cat", "true"], false)).unwrap();
         env.ok(&[
             "import",
             "-c",
@@ -63,6 +42,7 @@ impl Env {
 
     fn kiln(&self) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
+        c.env("KILN_RUNTIME", test_runtime());
         c.env("KILN_ROOT", self.path("store"))
             .env_remove("KILN_GC_KEEP_STORAGE")
             .env_remove("SOURCE_DATE_EPOCH");

@@ -5,34 +5,13 @@
 //! prints why and returns when they are missing.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
-/// The OCI runtime under test: `KILN_TEST_RUNTIME` (`embedded`, the
-/// default, or `runc`), passed to kiln as `KILN_RUNTIME`. `scripts/test.sh`
-/// runs these tests once per runtime.
-fn test_runtime() -> String {
-    std::env::var("KILN_TEST_RUNTIME").unwrap_or_else(|_| "embedded".into())
-}
-
-fn available() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let runc = test_runtime() == "embedded"
-        || std::process::Command::new(test_runtime())
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(root && runc && busybox) {
-        eprintln!(
-            "skipping: needs root ({root}), the runtime {} ({runc}) and /bin/busybox ({busybox})",
-            test_runtime()
-        );
-    }
-    root && runc && busybox
-}
+mod common;
+use common::{available, busybox_tar, test_runtime};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -43,30 +22,12 @@ impl Env {
         let env = Env {
             dir: tempfile::tempdir().unwrap(),
         };
-        let mut b = tar::Builder::new(Vec::new());
-        b.append_path_with_name("/bin/busybox", "bin/busybox")
-            .unwrap();
-        for applet in [
+        let applets = [
             "sh", "echo", "cat", "ls", "id", "touch", "true", "false", "sleep", "pwd", "env", "ip",
             "nc", "wc",
-        ] {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            h.set_mode(0o777);
-            b.append_link(&mut h, format!("bin/{applet}"), "busybox")
-                .unwrap();
-        }
-        let passwd = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
-        let group = b"root:x:0:\napp:x:1000:\n";
-        for (path, data) in [("etc/passwd", &passwd[..]), ("etc/group", &group[..])] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            b.append_data(&mut h, path, data).unwrap();
-        }
+        ];
         let tar = env.dir.path().join("busybox.tar");
-        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        std::fs::write(&tar, busybox_tar(&applets, true)).unwrap();
         env.ok(&[
             "import",
             "-c",

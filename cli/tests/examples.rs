@@ -1,8 +1,8 @@
 //! The projects in `examples/`, built with the real binary, real overlayfs
-//! and real runc on a busybox image made inside the test from Debian's
+//! and the OCI runtime under test on a busybox image made inside the test from Debian's
 //! busybox-static (every applet, as `scripts/example.sh` makes it).
 //!
-//! Needs root, runc and /bin/busybox; each test prints why and returns when
+//! Needs root, the runtime under test and /bin/busybox; each test prints why and returns when
 //! they are missing. `hello_c` also needs a `debian:bookworm-slim` image in
 //! the store named by `KILN_EXAMPLES_BASE_ROOT` (default `/var/lib/kiln`;
 //! `examples/hello-c/make-base.sh` makes one) and a reachable Debian mirror.
@@ -14,18 +14,8 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 
-fn available() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    let runc = std::process::Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let busybox = Path::new("/bin/busybox").exists();
-    if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /bin/busybox ({busybox})");
-    }
-    root && runc && busybox
-}
+mod common;
+use common::{available, test_runtime};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -109,7 +99,8 @@ impl Env {
 
     fn kiln(&self) -> Command {
         let mut c = Command::cargo_bin("kiln").unwrap();
-        c.env("KILN_ROOT", self.path("store"))
+        c.env("KILN_RUNTIME", test_runtime())
+            .env("KILN_ROOT", self.path("store"))
             .env_remove("SOURCE_DATE_EPOCH")
             .timeout(Duration::from_secs(900));
         c
