@@ -33,11 +33,7 @@ async fn echo_output_is_captured(kind: Kind) {
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], vec!["echo".into(), "hi".into()]);
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let (stdout, stderr) = out.await.unwrap();
     assert_eq!(stdout, "hi\n");
@@ -51,11 +47,7 @@ async fn exit_codes_and_stderr(kind: Kind) {
     let (tx, out) = capture();
     let mut req = ExecRequest::new(vec![base], sh("echo oops >&2; exit 3"));
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 3);
     assert_eq!(out.await.unwrap(), (String::new(), "oops\n".to_owned()));
 }
@@ -69,11 +61,7 @@ async fn env_and_missing_cwd_is_created(kind: Kind) {
     req.env = vec!["FOO=bar".into()];
     req.cwd = "/work/dir".into();
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let (stdout, _) = out.await.unwrap();
     assert_eq!(
@@ -98,11 +86,7 @@ async fn user_switching(kind: Kind) {
     req.user = Some("app".into());
     req.cwd = "/home/app".into();
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     let (stdout, stderr) = out.await.unwrap();
     assert_eq!(result.exit_code, 0, "{stderr}");
     assert_eq!(stdout, "1000\n1000\n1000 10\n/home/app\n");
@@ -117,11 +101,7 @@ async fn user_switching(kind: Kind) {
     // Unknown users fail with Docker's message before anything runs.
     let mut req = ExecRequest::new(vec![base], vec!["true".into()]);
     req.user = Some("nobody".into());
-    let err = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = fx.exec(req).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "unable to find user nobody: no matching entries in passwd file"
@@ -136,11 +116,7 @@ async fn diff_has_new_files_whiteouts_and_opaque_dirs(kind: Kind) {
         vec![base],
         sh("echo new > /new && rm /data/old && rm -rf /dir && mkdir /dir && touch /dir/b"),
     );
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let mut tar = Vec::new();
     let summary = result.upper.write_diff(&mut tar, Some(0)).unwrap();
@@ -174,11 +150,7 @@ async fn network_none_has_only_loopback(kind: Kind) {
     let mut req = ExecRequest::new(vec![base], vec!["cat".into(), "/proc/net/dev".into()]);
     req.network = Network::None;
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let (stdout, _) = out.await.unwrap();
     let interfaces: Vec<&str> = stdout
@@ -200,11 +172,7 @@ async fn loopback_is_up(kind: Kind) {
     let mut req = ExecRequest::new(vec![base], sh("cat /sys/class/net/lo/flags"));
     req.network = Network::None;
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let (stdout, stderr) = out.await.unwrap();
     let flags = u32::from_str_radix(stdout.trim().trim_start_matches("0x"), 16)
@@ -224,11 +192,7 @@ async fn generated_files_are_mounted(kind: Kind) {
     req.hostname = Some("box".into());
     req.extra_hosts = vec![("db".into(), "10.1.2.3".into())];
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     let (stdout, _) = out.await.unwrap();
     assert_eq!(
@@ -255,11 +219,7 @@ async fn cgroup_limits_apply(kind: Kind) {
         ..Resources::default()
     };
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     let (stdout, stderr) = out.await.unwrap();
     assert_eq!(result.exit_code, 0, "{stderr}");
     assert_eq!(stdout, format!("{}\n50\n", 64 << 20));
@@ -270,11 +230,7 @@ async fn missing_executable_reports_runc_message(kind: Kind) {
     let fx = Fixture::new(kind);
     let base = fx.busybox_layer();
     let req = ExecRequest::new(vec![base], vec!["foo".into()]);
-    let err = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = fx.exec(req).await.unwrap_err();
     assert!(matches!(err, Error::Start { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -301,11 +257,7 @@ async fn two_hundred_layers(kind: Kind) {
     let (tx, out) = capture();
     let mut req = ExecRequest::new(lowers, sh("cat /top /l/1 /l/200; ls /l | wc -l"));
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     let (stdout, stderr) = out.await.unwrap();
     assert_eq!(result.exit_code, 0, "{stderr}");
     assert_eq!(stdout, "200\n1\n200\n200\n");
@@ -325,11 +277,7 @@ async fn scratch_with_bind_mount(kind: Kind) {
         readonly: true,
     }];
     req.output = Some(tx);
-    let result = fx
-        .runtime
-        .run(req, &CancellationToken::new())
-        .await
-        .unwrap();
+    let result = fx.exec(req).await.unwrap();
     assert_eq!(result.exit_code, 0);
     assert_eq!(out.await.unwrap().0, "from scratch\n");
     let mut tar = Vec::new();

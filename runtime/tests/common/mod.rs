@@ -10,7 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::{OciRuntime, OutputChunk, Runtime, RuntimeConfig, Stream};
+use kiln_runtime::{
+    CancellationToken, Error, ExecRequest, ExecResult, OciRuntime, OutputChunk, Runtime,
+    RuntimeConfig, Stream,
+};
 use tokio::sync::mpsc;
 
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -114,6 +117,11 @@ impl Fixture {
         config.runtime = kind.runtime();
         let runtime = Runtime::new(config).unwrap();
         Fixture { dir, kind, runtime }
+    }
+
+    /// Runs `req` to completion, never cancelled.
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, Error> {
+        self.runtime.run(req, &CancellationToken::new()).await
     }
 
     /// A new, empty layer directory named like a snapshot (`<hex>/fs`).
