@@ -690,6 +690,27 @@ fn not_an_image_archive() {
     assert!(matches!(err, Error::NotAnImageArchive), "{err:?}");
 }
 
+/// The archive `bytes` with its index.json changed by `edit`.
+fn edit_index(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let members = tar_members(bytes);
+    let (_, _, data) = members.iter().find(|(p, _, _)| p == "index.json").unwrap();
+    let mut index: Value = serde_json::from_slice(data).unwrap();
+    edit(&mut index);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, header, data) in &members {
+        let data = if path == "index.json" {
+            serde_json::to_vec(&index).unwrap()
+        } else {
+            data.clone()
+        };
+        let mut header = header.clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append_data(&mut header, path, &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
 #[test]
 fn oci_ref_name_annotations() {
     // An OCI layout as other tools write it: ref.name a full reference, or
@@ -704,32 +725,12 @@ fn oci_ref_name_annotations() {
         ],
         SaveFormat::Oci,
     );
-    let members = tar_members(&bytes);
-    let mut index: Value = serde_json::from_slice(
-        &members
-            .iter()
-            .find(|(p, _, _)| p == "index.json")
-            .unwrap()
-            .2,
-    )
-    .unwrap();
-    index["manifests"][0]["annotations"] =
-        serde_json::json!({"org.opencontainers.image.ref.name": "example.com/x/y:3"});
-    index["manifests"][1]["annotations"] =
-        serde_json::json!({"org.opencontainers.image.ref.name": "3"});
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, header, data) in &members {
-        let data = if path == "index.json" {
-            serde_json::to_vec(&index).unwrap()
-        } else {
-            data.clone()
-        };
-        let mut header = header.clone();
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        builder.append_data(&mut header, path, &data[..]).unwrap();
-    }
-    let bytes = builder.into_inner().unwrap();
+    let bytes = edit_index(&bytes, |index| {
+        index["manifests"][0]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.ref.name": "example.com/x/y:3"});
+        index["manifests"][1]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.ref.name": "3"});
+    });
     let (_d2, dst) = store();
     let loaded = load(&dst, &bytes[..], |_| {}).unwrap();
     assert_eq!(loaded[0].tags, vec![reference("example.com/x/y:3")]);
@@ -774,29 +775,9 @@ fn inconsistent_index_falls_back_to_manifest_json() {
     let (_d1, src) = store();
     let (a, _) = two_images(&src);
     let bytes = save_bytes(&src, &[query("app-a:1")], SaveFormat::Docker);
-    let members = tar_members(&bytes);
-    let mut index: Value = serde_json::from_slice(
-        &members
-            .iter()
-            .find(|(p, _, _)| p == "index.json")
-            .unwrap()
-            .2,
-    )
-    .unwrap();
-    index["manifests"][0]["size"] = serde_json::json!(1);
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, header, data) in &members {
-        let data = if path == "index.json" {
-            serde_json::to_vec(&index).unwrap()
-        } else {
-            data.clone()
-        };
-        let mut header = header.clone();
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        builder.append_data(&mut header, path, &data[..]).unwrap();
-    }
-    let bytes = builder.into_inner().unwrap();
+    let bytes = edit_index(&bytes, |index| {
+        index["manifests"][0]["size"] = serde_json::json!(1);
+    });
     let (_d2, dst) = store();
     let loaded = load(&dst, &bytes[..], |_| {}).unwrap();
     assert_eq!(loaded.len(), 1);
