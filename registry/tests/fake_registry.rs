@@ -197,20 +197,14 @@ async fn bearer_token_flow_with_cached_tokens() {
     // Without credentials the token server refuses.
     let (_d, store) = temp_store();
     let anonymous = Client::new(config(0), None).unwrap();
-    let err = anonymous
-        .pull(&store, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap_err();
+    let err = pull(&anonymous, &store, &tag).await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     assert!(store.images().unwrap().is_empty());
 
     let client = Client::new(config(0), None).unwrap();
     client.set_credential(&host, Some(Credential::new("bob", "pw")));
     let before = fake.token_requests.load(Ordering::SeqCst);
-    let r = client
-        .pull(&store, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let r = pull(&client, &store, &tag).await.unwrap();
     assert_eq!(r.manifest_digest, image.manifest_digest);
     // One token for the whole pull (manifest, config, two layers).
     assert_eq!(fake.token_requests.load(Ordering::SeqCst) - before, 1);
@@ -218,10 +212,7 @@ async fn bearer_token_flow_with_cached_tokens() {
         assert!(store.has_blob(d).unwrap());
     }
     // The cached token serves the next pull too.
-    client
-        .pull(&store, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    pull(&client, &store, &tag).await.unwrap();
     assert_eq!(fake.token_requests.load(Ordering::SeqCst) - before, 1);
 }
 
@@ -236,13 +227,7 @@ async fn blob_not_matching_its_digest_is_rejected() {
     let host = serve(Arc::new(fake)).await;
     let (_d, store) = temp_store();
     let client = Client::new(config(0), None).unwrap();
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap_err();
     match &err {
@@ -264,13 +249,7 @@ async fn oversized_manifest_is_rejected() {
     let host = serve(Arc::new(fake)).await;
     let (_d, store) = temp_store();
     let client = Client::new(config(0), None).unwrap();
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap_err();
     assert!(
@@ -296,13 +275,7 @@ async fn slow_registry_times_out() {
     )
     .unwrap();
     let start = Instant::now();
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
@@ -344,13 +317,7 @@ async fn dropped_connection_leaves_nothing_and_a_retry_completes() {
     let (_d2, store) = temp_store();
     store.write_blob_bytes(&image.config).unwrap();
     let client = Client::new(config(2), None).unwrap();
-    client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap();
     assert_eq!(
@@ -368,13 +335,7 @@ async fn transient_statuses_are_retried() {
     let host = serve(fake.clone()).await;
     let (_d, store) = temp_store();
     let client = Client::new(config(3), None).unwrap();
-    client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap();
     assert_eq!(fake.manifest_requests.load(Ordering::SeqCst), 3);
@@ -384,26 +345,13 @@ async fn transient_statuses_are_retried() {
     *fake.manifest_failures.lock().unwrap() = vec![(429, Some("0")); 5];
     let host = serve(Arc::new(fake)).await;
     let client = Client::new(config(1), None).unwrap();
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:v1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &store, &format!("{host}/test/app:v1"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TooManyRequests { .. }), "{err:?}");
 
     // Unknown tags are ManifestUnknown, not retried.
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("{host}/test/app:missing")),
-            &PullOptions::default(),
-            &|_| {},
-        )
-        .await;
+    let err = pull(&client, &store, &format!("{host}/test/app:missing")).await;
     assert!(err.is_err());
 }
 
@@ -426,15 +374,7 @@ async fn mirrors_are_tried_before_upstream() {
     )
     .unwrap();
     let (_d, store) = temp_store();
-    let r = client
-        .pull(
-            &store,
-            &reference("busybox:v1"),
-            &PullOptions::default(),
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let r = pull(&client, &store, "busybox:v1").await.unwrap();
     assert_eq!(r.manifest_digest, image.manifest_digest);
     assert_eq!(r.image.tags[0].to_string(), "docker.io/library/busybox:v1");
 }

@@ -134,10 +134,7 @@ async fn registry_killed_mid_push_and_mid_pull() {
     // Restarted: the same pull completes.
     registry.restart();
     proxy.set_rate(0);
-    let pulled = client
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let pulled = pull(&client, &dest, &tag).await.unwrap();
     assert_eq!(pulled.manifest_digest, image.manifest_digest);
     assert_eq!(
         dest.read_blob_bytes(&big, BIG as u64 + 4096).unwrap(),

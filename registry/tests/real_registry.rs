@@ -144,15 +144,7 @@ async fn push_pull_round_trip() {
     // Pull by digest.
     let by_digest = format!("{host}/test/app@{}", image.manifest_digest);
     let (_d3, dest3) = temp_store();
-    let r = client
-        .pull(
-            &dest3,
-            &reference(&by_digest),
-            &PullOptions::default(),
-            &|_| {},
-        )
-        .await
-        .unwrap();
+    let r = pull(&client, &dest3, &by_digest).await.unwrap();
     assert_eq!(r.digest, image.manifest_digest);
     assert!(dest3.images().unwrap()[0].tags.is_empty());
 
@@ -213,13 +205,7 @@ async fn push_pull_round_trip() {
     );
 
     // Unknown tag.
-    let err = client
-        .pull(
-            &dest,
-            &reference(&format!("{host}/test/app:nope")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &dest, &format!("{host}/test/app:nope"))
         .await
         .unwrap_err();
     assert!(
@@ -281,10 +267,7 @@ async fn chunked_upload() {
         .await
         .unwrap();
     let (_d2, dest) = temp_store();
-    let r = client
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let r = pull(&client, &dest, &tag).await.unwrap();
     assert_eq!(r.manifest_digest, image.manifest_digest);
     assert_eq!(
         dest.read_blob_bytes(&image.layers[0].0, 1 << 20).unwrap(),
@@ -344,10 +327,7 @@ async fn basic_auth_with_htpasswd() {
         .await
         .unwrap();
     let (_d2, dest) = temp_store();
-    client
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    pull(&client, &dest, &tag).await.unwrap();
     assert!(dest.has_blob(&image.layers[0].0).unwrap());
 
     // Logout erases.
@@ -355,10 +335,7 @@ async fn basic_auth_with_htpasswd() {
     assert_eq!(creds.get(host).unwrap(), None);
     let after = Client::new(ClientConfig::default(), Some(creds)).unwrap();
     let (_d3, dest) = temp_store();
-    let err = after
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap_err();
+    let err = pull(&after, &dest, &tag).await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
 }
 
@@ -375,13 +352,7 @@ async fn connection_refused_is_typed() {
     )
     .unwrap();
     let (_d, store) = temp_store();
-    let err = client
-        .pull(
-            &store,
-            &reference(&format!("127.0.0.1:{port}/x:1")),
-            &PullOptions::default(),
-            &|_| {},
-        )
+    let err = pull(&client, &store, &format!("127.0.0.1:{port}/x:1"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ConnectionRefused { .. }), "{err:?}");

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::servers::tls_files;
 use common::*;
-use kiln_registry::{Client, ClientConfig, Error, PullOptions};
+use kiln_registry::{Client, ClientConfig, Error};
 
 fn client(
     registry: &RealRegistry,
@@ -45,10 +45,7 @@ async fn round_trip(client: &Client, host: &str, image: &TestImage, source: &kil
         .unwrap();
     assert_eq!(pushed.digest, image.manifest_digest);
     let (_d, dest) = temp_store();
-    let pulled = client
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let pulled = pull(client, &dest, &tag).await.unwrap();
     assert_eq!(pulled.manifest_digest, image.manifest_digest);
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::servers::TokenServer;
 use common::*;
-use kiln_registry::{Client, ClientConfig, Credential, CredentialStore, Error, PullOptions};
+use kiln_registry::{Client, ClientConfig, Credential, CredentialStore, Error};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_login_push_pull_refresh() {
@@ -36,10 +36,7 @@ async fn token_auth_login_push_pull_refresh() {
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     assert_eq!(err.hint().unwrap(), format!("kiln login {host}"));
     let (_d0, dest) = temp_store();
-    let err = anonymous
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap_err();
+    let err = pull(&anonymous, &dest, &tag).await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     assert!(!tokens.requests().is_empty());
     assert!(tokens.requests().iter().all(|r| r.user.is_none()));
@@ -91,10 +88,7 @@ async fn token_auth_login_push_pull_refresh() {
         "{push_requests:?}"
     );
     let (_d2, dest) = temp_store();
-    let pulled = client
-        .pull(&dest, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    let pulled = pull(&client, &dest, &tag).await.unwrap();
     assert_eq!(pulled.manifest_digest, image.manifest_digest);
     for (d, b) in &image.layers {
         assert_eq!(&dest.read_blob_bytes(d, 1 << 20).unwrap(), b);
@@ -103,14 +97,8 @@ async fn token_auth_login_push_pull_refresh() {
     // The token is reused: pulling again asks the token server nothing.
     let before = tokens.requests().len();
     let (_d3, dest3) = temp_store();
-    client
-        .pull(&dest3, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
-    client
-        .pull(&dest3, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    pull(&client, &dest3, &tag).await.unwrap();
+    pull(&client, &dest3, &tag).await.unwrap();
     assert_eq!(tokens.requests().len(), before, "tokens were not reused");
 
     // The registry stops trusting the old signing key (restarted with a
@@ -119,10 +107,7 @@ async fn token_auth_login_push_pull_refresh() {
     tokens.rotate_key();
     registry.restart();
     let (_d4, dest4) = temp_store();
-    client
-        .pull(&dest4, &reference(&tag), &PullOptions::default(), &|_| {})
-        .await
-        .unwrap();
+    pull(&client, &dest4, &tag).await.unwrap();
     let refreshed = &tokens.requests()[before..];
     assert_eq!(refreshed.len(), 1, "{refreshed:?}");
     assert_eq!(refreshed[0].scopes, ["repository:private/app:pull"]);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use kiln_cache::{ImageRecord, Store};
 use kiln_oci::{Digest, Reference};
+use kiln_registry::{Client, Error, PullOptions, PullResult};
 
 /// An image written into a store: manifest, config, layers.
 pub struct TestImage {
@@ -294,6 +295,13 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
 
 pub fn reference(s: &str) -> Reference {
     Reference::parse_docker_ref(s).unwrap()
+}
+
+/// Pulls `image` with default options and no progress output.
+pub async fn pull(client: &Client, store: &Store, image: &str) -> Result<PullResult, Error> {
+    client
+        .pull(store, &reference(image), &PullOptions::default(), &|_| {})
+        .await
 }
 
 pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
