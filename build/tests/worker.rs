@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 
-use common::{Fixture, chain, context, image, inspect, run, run_op, solve};
+use common::{Fixture, context, image, inspect, run, run_op, solve, solve_error};
 use kiln_solver::{
     CacheSharing, Chmod, ChownOpt, CopyAction, ExecMount, Executor, FileAction, FileOp, Graph,
     MergeOp, MountKind, Op, OpMetadata, SecretMount, UserOpt,
@@ -101,8 +101,7 @@ async fn failing_process_reports_buildkit_wording() {
     let mut g = Graph::new();
     let base = image(&mut g);
     let r = run(&mut g, base, "exit 2");
-    let err = solve(&fx.worker(), &g, r).await.err().unwrap();
-    let text = chain(&err);
+    let text = solve_error(&fx.worker(), &g, r).await;
     assert!(
         text.contains(r#"process "/bin/sh -c exit 2" did not complete successfully: exit code: 2"#),
         "{text}"
@@ -169,12 +168,8 @@ async fn copy_from_context_follows_buildkit_rules() {
         vec![FileAction::Copy(copy(1, "/nomatch*", "/x/"))],
         vec![base, ctx],
     );
-    let err = solve(&fx.worker(), &g, f).await.err().unwrap();
-    assert!(
-        chain(&err).contains(r#""/nomatch*": not found"#),
-        "{}",
-        chain(&err)
-    );
+    let err = solve_error(&fx.worker(), &g, f).await;
+    assert!(err.contains(r#""/nomatch*": not found"#), "{err}");
 
     // Several sources to a file destination.
     let mut g = Graph::new();
@@ -186,12 +181,8 @@ async fn copy_from_context_follows_buildkit_rules() {
         vec![FileAction::Copy(copy(1, "/*.txt", "/onefile"))],
         vec![base, ctx],
     );
-    let err = solve(&fx.worker(), &g, f).await.err().unwrap();
-    assert!(
-        chain(&err).contains("must be a directory"),
-        "{}",
-        chain(&err)
-    );
+    let err = solve_error(&fx.worker(), &g, f).await;
+    assert!(err.contains("must be a directory"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,12 +241,8 @@ async fn chown_by_name_and_chmod() {
         })],
         vec![base, ctx],
     );
-    let err = solve(&fx.worker(), &g, f).await.err().unwrap();
-    assert!(
-        chain(&err).contains("unable to find user nobody-here"),
-        "{}",
-        chain(&err)
-    );
+    let err = solve_error(&fx.worker(), &g, f).await;
+    assert!(err.contains("unable to find user nobody-here"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,12 +443,8 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
     let r = g
         .add(Op::Exec(op), vec![base], OpMetadata::named("missing"))
         .unwrap();
-    let err = solve(&fx.worker(), &g, r).await.err().unwrap();
-    assert!(
-        chain(&err).contains("secret nope: not found"),
-        "{}",
-        chain(&err)
-    );
+    let err = solve_error(&fx.worker(), &g, r).await;
+    assert!(err.contains("secret nope: not found"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,8 +558,8 @@ async fn copy_link_is_a_merge_and_diff_takes_the_top() {
             OpMetadata::named("bad diff"),
         )
         .unwrap();
-    let err = solve(&fx.worker(), &g, bad).await.err().unwrap();
-    assert!(chain(&err).contains("not a prefix"), "{}", chain(&err));
+    let err = solve_error(&fx.worker(), &g, bad).await;
+    assert!(err.contains("not a prefix"), "{err}");
 }
 
 /// Serves `body` once per connection on a local port, for `n` requests.
@@ -636,8 +619,8 @@ async fn http_sources_download_and_verify() {
             OpMetadata::named("http bad"),
         )
         .unwrap();
-    let err = solve(&fx.worker(), &g, src).await.err().unwrap();
-    assert!(chain(&err).contains("checksum mismatch"), "{}", chain(&err));
+    let err = solve_error(&fx.worker(), &g, src).await;
+    assert!(err.contains("checksum mismatch"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,11 +715,10 @@ async fn missing_images_and_pruned_records() {
             OpMetadata::named("FROM not-here"),
         )
         .unwrap();
-    let err = solve(&fx.worker(), &g, img).await.err().unwrap();
+    let err = solve_error(&fx.worker(), &g, img).await;
     assert!(
-        chain(&err).contains("image not found locally and no registry access"),
-        "{}",
-        chain(&err)
+        err.contains("image not found locally and no registry access"),
+        "{err}"
     );
 
     // A record whose snapshot was removed is a miss, and the op runs again.

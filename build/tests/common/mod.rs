@@ -245,6 +245,11 @@ pub async fn solve(worker: &Worker, g: &Graph, target: VertexId) -> Result<Solve
     })
 }
 
+/// Solves `target`, which must fail; returns the error chain on one line.
+pub async fn solve_error(worker: &Worker, g: &Graph, target: VertexId) -> String {
+    chain(&solve(worker, g, target).await.err().unwrap())
+}
+
 /// The whole error chain on one line.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
