@@ -24,7 +24,7 @@ impl Env {
         };
         let applets = [
             "sh", "echo", "cat", "ls", "id", "touch", "true", "false", "sleep", "pwd", "env", "ip",
-            "nc", "wc",
+            "nc", "wc", "tty", "stty",
         ];
         let tar = env.dir.path().join("busybox.tar");
         std::fs::write(&tar, busybox_tar(&applets, true)).unwrap();
@@ -205,6 +205,114 @@ fn detached_ps_logs_stop_kill() {
     assert!(out.starts_with("Deleted Containers:\n"), "{out}");
     assert!(out.contains("Total reclaimed space:"), "{out}");
     assert_eq!(env.ok(&["container", "ls", "-a", "-q"]), "");
+}
+
+/// Runs `kiln ARGS` on a terminal of its own (util-linux `script`),
+/// typing `input` after a second; returns (exit code, what the terminal
+/// showed). The terminal is 33 rows by 91 columns.
+fn on_terminal(env: &Env, args: &[&str], input: &str) -> (i32, String) {
+    let kiln = assert_cmd::cargo::cargo_bin("kiln");
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let command = format!(
+        "stty rows 33 cols 91; exec {} {}",
+        kiln.display(),
+        quoted.join(" ")
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KILN_RUNTIME", test_runtime())
+        .env("KILN_ROOT", env.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    stdin.write_all(input.as_bytes()).unwrap();
+    // Kept open until the end: at end of input script would hang up.
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn terminal_in_the_foreground() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    // Through a terminal: the container's own pty, the caller's size.
+    let (code, out) = on_terminal(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-t",
+            "busybox:test",
+            "sh",
+            "-c",
+            "tty; stty size; exit 3",
+        ],
+        "",
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("/dev/pts/0\r\n33 91\r\n"), "{out:?}");
+
+    // An interactive shell: what is typed reaches it, its exit status is ours.
+    let (code, out) = on_terminal(
+        &env,
+        &["run", "--rm", "-it", "busybox:test", "sh"],
+        "echo he\"\"llo; exit 4\r",
+    );
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("\r\nhello\r\n"), "{out:?}");
+
+    // Without a terminal, Docker's refusal.
+    let (code, _, err) = env.run(&["run", "--rm", "-t", "busybox:test", "true"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the input device is not a TTY"), "{err}");
+}
+
+#[test]
+fn detached_terminal_and_open_stdin_keep_a_shell_running() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    // -dit: the shell waits on its terminal; what it prints is logged.
+    let id = env.ok(&["run", "-dit", "--name", "shell", "busybox:test", "sh"]);
+    let id = id.trim();
+    let out = env.ok(&["run", "-d", "-t", "busybox:test", "sh", "-c", "tty"]);
+    let tty = out.trim().to_owned();
+    wait_for("tty output", || env.ok(&["logs", &tty]) == "/dev/pts/0\r\n");
+    // -di: standard input stays open, so `cat` keeps running.
+    env.ok(&["run", "-di", "--name", "reader", "busybox:test", "cat"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let names = env.ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(
+        names.contains("shell") && names.contains("reader"),
+        "{names}"
+    );
+    // A container without either stops at the end of its input.
+    let (code, _, _) = env.run(&["run", "--rm", "busybox:test", "cat"]);
+    assert_eq!(code, 0);
+
+    env.ok(&["kill", "shell"]);
+    wait_for("exit", || !env.ok(&["ps", "-q"]).contains(&id[..12]));
+    // start brings it back with a terminal again.
+    env.ok(&["start", "shell"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(env.ok(&["ps", "--format", "{{.Names}}"]).contains("shell"));
 }
 
 #[test]

@@ -21,13 +21,17 @@
 //! When the process cannot be started, the reason goes to the `--log`
 //! file in runc's JSON format, with runc's wording
 //! (`exec: "foo": executable file not found in $PATH`), and the helper
-//! exits 1: to the caller both runtimes look the same. A terminal
-//! (`process.terminal`) is not supported yet.
+//! exits 1: to the caller both runtimes look the same. With
+//! `process.terminal`, the container's pty master comes back over a
+//! console socket and the helper relays it to its own standard streams,
+//! which must be a terminal, as `runc run` does (see [`crate::console`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
@@ -39,6 +43,8 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{SigSet, Signal as NixSignal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+use crate::console::ConsoleSocket;
 
 /// The subcommand name kiln's binary dispatches to [`main`].
 pub const HELPER_SUBCOMMAND: &str = "__oci";
@@ -254,9 +260,21 @@ fn delete(args: &Args, force: bool) -> Result<(), String> {
 fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
     // Orphans of the container's setup processes are reaped here.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    let console = match wants_terminal(bundle) {
+        Ok(false) => None,
+        Ok(true) if !crate::console::is_terminal(std::io::stdin().as_fd()) => {
+            return start_failed(args, "the input device is not a TTY");
+        }
+        Ok(true) => match ConsoleSocket::bind(bundle) {
+            Ok(c) => Some(c),
+            Err(e) => return start_failed(args, &format!("cannot create the console socket: {e}")),
+        },
+        Err(message) => return start_failed(args, &message),
+    };
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(KilnExecutor)
         .with_root_path(&args.root)
+        .map(|b| b.with_console_socket(console.as_ref().map(ConsoleSocket::path)))
         .and_then(|b| {
             b.as_init(bundle)
                 .with_systemd(false)
@@ -294,6 +312,19 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
         let _ = container.delete(true);
         return start_failed(args, "the container has no process");
     };
+    let relay = match console.as_ref().map(|c| {
+        c.receive(Duration::from_secs(10))
+            .and_then(crate::console::relay)
+    }) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            let _ = nix::sys::signal::kill(init, NixSignal::SIGKILL);
+            let _ = container.delete(true);
+            return start_failed(args, &format!("cannot attach the terminal: {e}"));
+        }
+    };
+    drop(console);
     // Written only now (libcontainer's would appear before the process
     // is known to start), whole (readers poll for it).
     if let Some(path) = pid_file {
@@ -304,7 +335,10 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
             args.log("warning", &format!("cannot write {}: {e}", path.display()));
         }
     }
-    let code = wait_forwarding(init, &mask);
+    let code = wait_forwarding(init, &mask, relay.as_ref());
+    if let Some(relay) = relay {
+        relay.finish(Duration::from_secs(1));
+    }
     if let Err(e) = container.refresh_status().and_then(|()| {
         if container.status() == ContainerStatus::Stopped {
             container.delete(true)
@@ -376,9 +410,21 @@ fn start_failed(args: &Args, message: &str) -> i32 {
     1
 }
 
+/// Whether the bundle's process wants a terminal.
+fn wants_terminal(bundle: &Path) -> Result<bool, String> {
+    let path = bundle.join("config.json");
+    let spec = Spec::load(&path).map_err(|e| format!("{}: {}", path.display(), chain(e)))?;
+    Ok(spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
+}
+
 /// Waits for `init`, passing the signals of `mask` other than SIGCHLD on
 /// to it; returns its exit code. Other children are reaped on the way.
-fn wait_forwarding(init: Pid, mask: &SigSet) -> i32 {
+/// With a terminal (`relay`), SIGWINCH resizes the container's instead.
+fn wait_forwarding(init: Pid, mask: &SigSet, relay: Option<&crate::console::Relay>) -> i32 {
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
@@ -394,6 +440,9 @@ fn wait_forwarding(init: Pid, mask: &SigSet) -> i32 {
         }
         match mask.wait() {
             Ok(NixSignal::SIGCHLD) | Err(_) => {}
+            Ok(NixSignal::SIGWINCH) if relay.is_some() => {
+                relay.into_iter().for_each(crate::console::Relay::resize);
+            }
             Ok(sig) => {
                 let _ = nix::sys::signal::kill(init, sig);
             }

@@ -40,6 +40,7 @@
 //! Everything here needs root (mounts, the OCI runtime).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod console;
 pub mod container;
 pub mod diff;
 pub mod embedded;

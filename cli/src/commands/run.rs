@@ -131,6 +131,11 @@ fn fail(e: anyhow::Error) -> anyhow::Error {
 }
 
 pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
+    if a.tty && !a.detach && !std::io::stdin().is_terminal() {
+        // Docker's wording and status.
+        eprintln!("kiln: the input device is not a TTY");
+        return Err(ExitStatus(1).into());
+    }
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     let (containers, record, detach, attach) = match prepare(ctx, &a, &runtime) {
         Ok(v) => v,
@@ -145,12 +150,6 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
 type Prepared = (Containers, ContainerRecord, bool, Attach);
 
 fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Prepared> {
-    if a.tty && a.detach {
-        bail!("-t with -d is not supported: run in the foreground for a terminal");
-    }
-    if a.tty && !std::io::stdin().is_terminal() {
-        return Err(DockerError("the input device is not a TTY".into()).into());
-    }
     let network = match a.network.as_str() {
         "none" => Network::None,
         "host" => Network::Host,
@@ -291,6 +290,7 @@ fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::
     let attach = Attach {
         stdin: a.interactive,
         tty: a.tty,
+        detached: a.detach,
         output: None,
         own_process_group: !a.tty,
     };
@@ -587,8 +587,15 @@ pub fn shim(ctx: &Context, a: ShimArgs) -> anyhow::Result<()> {
     // Leave kiln's session and terminal: the container outlives it.
     let _ = rustix::process::setsid();
     let containers = containers(ctx)?;
+    let record = containers.load(&a.id)?;
+    let attach = Attach {
+        stdin: record.open_stdin,
+        tty: record.tty,
+        detached: true,
+        ..Attach::default()
+    };
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    runtime.block_on(supervise(&containers, &a.id, Attach::default()))?;
+    runtime.block_on(supervise(&containers, &a.id, attach))?;
     Ok(())
 }
 

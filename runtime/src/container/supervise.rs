@@ -28,12 +28,16 @@ use crate::spec::{BindMount, Network};
 /// How the supervisor connects the container to its caller.
 #[derive(Debug, Default)]
 pub struct Attach {
-    /// Pass the caller's standard input to the container (`-i`).
+    /// Keep the container's standard input open (`-i`): the caller's, or
+    /// when `detached` a pipe nobody writes to (Docker's `run -di`).
     pub stdin: bool,
-    /// The container has a terminal (`-t`): runc makes a pty and copies
-    /// between it and the caller's standard streams, which must be a
-    /// terminal; nothing goes to the log.
+    /// The container has a terminal (`-t`): the runtime makes a pty and
+    /// copies between it and its own standard streams, which are the
+    /// caller's terminal (nothing goes to the log) or, when `detached`, a
+    /// pseudo-terminal whose output the supervisor logs.
     pub tty: bool,
+    /// No caller is attached (`run -d`, `start`): nothing is inherited.
+    pub detached: bool,
     /// Also send the output here (foreground runs).
     pub output: Option<OutputSender>,
     /// Put runc in its own process group, so that a terminal's Ctrl-C
@@ -128,13 +132,6 @@ async fn run(
             });
         }
     }
-    if attach.tty && containers.runtime_of(record).is_embedded() {
-        return Err(Error::Invalid {
-            what: "option",
-            reason: "the embedded runtime has no terminal support yet (-t): use --runtime runc"
-                .to_owned(),
-        });
-    }
     let runc = containers.runc(record);
     // What an earlier, crashed supervisor may have left.
     runc.delete_force(id).await?;
@@ -211,18 +208,39 @@ async fn run_runc(
         .arg("--bundle")
         .arg(bundle)
         .arg(id);
-    if attach.tty {
+    // Held until the container exits: the terminal the runtime relays
+    // (detached -t) and the open end of a detached -i's input.
+    let mut terminal = None;
+    let mut _open_stdin = None;
+    if attach.tty && attach.detached {
+        let (master, slave) =
+            crate::console::open_pty().map_err(|e| Error::io("open a pseudo-terminal", dir, e))?;
+        let clone = |fd: &std::os::fd::OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| Error::io("open a pseudo-terminal", dir, e))
+        };
+        cmd.stdin(clone(&slave)?)
+            .stdout(clone(&slave)?)
+            .stderr(slave);
+        terminal = Some(master);
+    } else if attach.tty {
         cmd.stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
     } else {
-        cmd.stdin(if attach.stdin {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        let stdin = match (attach.stdin, attach.detached) {
+            (false, _) => Stdio::null(),
+            (true, false) => Stdio::inherit(),
+            (true, true) => {
+                let (read, write) =
+                    std::io::pipe().map_err(|e| Error::io("create a pipe", dir, e))?;
+                _open_stdin = Some(write);
+                read.into()
+            }
+        };
+        cmd.stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
     }
     if attach.own_process_group {
         cmd.process_group(0);
@@ -235,7 +253,17 @@ async fn run_runc(
 
     let writer =
         LogWriter::open(&containers.log_path(id)).map_err(|e| Error::io("open", dir, e))?;
+    // The command holds the runtime's ends; the pipes' and the terminal's
+    // must close when the runtime exits.
+    drop(cmd);
     let mut pumps = Vec::new();
+    if let Some(master) = terminal {
+        pumps.push(tokio::spawn(pump(
+            tokio::fs::File::from_std(std::fs::File::from(master)),
+            LineSplitter::new(writer.clone(), Stream::Stdout),
+            None,
+        )));
+    }
     if let Some(out) = child.stdout.take() {
         pumps.push(tokio::spawn(pump(
             out,
@@ -354,6 +382,8 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A pseudo-terminal's master once the last slave is closed.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "failed to read container output");
                 break;
