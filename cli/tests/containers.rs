@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::{available, busybox_tar, test_runtime};
+use common::{available, busybox_tar, busybox_tar_with, test_runtime};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -313,6 +313,88 @@ fn detached_terminal_and_open_stdin_keep_a_shell_running() {
     env.ok(&["start", "shell"]);
     std::thread::sleep(Duration::from_millis(500));
     assert!(env.ok(&["ps", "--format", "{{.Names}}"]).contains("shell"));
+}
+
+#[test]
+fn image_volumes_are_anonymous_volumes_filled_from_the_image() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let tar = env.dir.path().join("vol.tar");
+    let files = [("data/hello", "from the image\n")];
+    std::fs::write(
+        &tar,
+        busybox_tar_with(&["sh", "cat", "ls", "stat"], false, &files),
+    )
+    .unwrap();
+    let tar = tar.to_str().unwrap();
+    env.ok(&[
+        "import",
+        "-c",
+        "ENV PATH=/bin",
+        "-c",
+        "VOLUME /data",
+        tar,
+        "vol:test",
+    ]);
+    let volumes = || -> Vec<String> {
+        match std::fs::read_dir(env.root().join("volumes")) {
+            Ok(d) => d
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+
+    // The image's files and owner are copied in; writes go to the volume.
+    let out = env.ok(&[
+        "run",
+        "--name",
+        "v1",
+        "vol:test",
+        "sh",
+        "-c",
+        "cat /data/hello; stat -c %u /data/hello; echo new > /data/new",
+    ]);
+    assert_eq!(out, "from the image\n1000\n");
+    let anonymous = volumes();
+    assert_eq!(anonymous.len(), 1, "{anonymous:?}");
+    assert_eq!(anonymous[0].len(), 64);
+    let data = env.root().join("volumes").join(&anonymous[0]).join("_data");
+    assert_eq!(std::fs::read_to_string(data.join("new")).unwrap(), "new\n");
+    // Started again: the same volume, not filled again.
+    env.ok(&["start", "v1"]);
+    env.ok(&["wait", "v1"]);
+    assert_eq!(volumes(), anonymous);
+    // A volume's contents are not part of the container's changes.
+    env.ok(&["commit", "v1", "vol:committed"]);
+    let out = env.ok(&["run", "--rm", "vol:committed", "ls", "/data"]);
+    assert_eq!(out, "hello\n");
+    assert_eq!(volumes(), anonymous, "--rm removed its own volume only");
+    // rm -v removes the anonymous volume.
+    env.ok(&["rm", "-v", "v1"]);
+    assert!(volumes().is_empty(), "{:?}", volumes());
+
+    // A mount on the same path replaces the image's volume; a new named
+    // volume is filled from the image too, and kept by rm -v.
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "named:/data/",
+        "vol:test",
+        "cat",
+        "/data/hello",
+    ]);
+    assert_eq!(out, "from the image\n");
+    assert_eq!(volumes(), ["named"]);
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let bind = format!("{}:/data", host.display());
+    let out = env.ok(&["run", "--rm", "-v", &bind, "vol:test", "ls", "/data"]);
+    assert_eq!(out, "");
+    assert_eq!(volumes(), ["named"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod names;
 pub mod proxy;
 pub mod state;
 pub mod supervise;
+mod volumes;
 
 pub use state::{
     ContainerRecord, Containers, MountKind, MountRecord, NewContainer, PortMapping, State, Status,

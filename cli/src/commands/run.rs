@@ -227,6 +227,17 @@ fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::
     for m in &a.mount {
         mounts.push(parse_mount(&containers, m)?);
     }
+    // The image's VOLUMEs that no mount covers become anonymous volumes
+    // (filled from the image on start, removed with `rm -v` and `--rm`).
+    for path in cfg.volumes.keys() {
+        let target = clean_path(path);
+        if !mounts
+            .iter()
+            .any(|m| clean_path(&m.target.to_string_lossy()) == target)
+        {
+            mounts.push(parse_volume(&containers, &target)?);
+        }
+    }
     let mut ports = Vec::new();
     for p in &a.publish {
         ports.push(parse_port(p)?);
@@ -331,6 +342,22 @@ fn find_or_pull(
         pulled.reference.familiar_string()
     );
     Ok(pulled.image)
+}
+
+/// An absolute container path with `.`, `..` and repeated or trailing
+/// slashes resolved, for comparing mount points.
+fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// `/host:/ctr[:ro|rw]`, `name:/ctr[:ro]` or `/ctr` (anonymous volume).

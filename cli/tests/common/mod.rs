@@ -33,7 +33,36 @@ pub fn available() -> bool {
 /// A rootfs tar with /bin/busybox and `applets` linked to it; with
 /// `users`, also /etc/passwd and /etc/group holding root and `app` (1000).
 pub fn busybox_tar(applets: &[&str], users: bool) -> Vec<u8> {
+    busybox_tar_with(applets, users, &[])
+}
+
+/// [`busybox_tar`] plus `files` (path, contents), mode 0644, owned by
+/// 1000:1000, their directories created (0755, root).
+pub fn busybox_tar_with(applets: &[&str], users: bool, files: &[(&str, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _) in files {
+        let mut p = Path::new(path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_owned());
+            p = d.parent();
+        }
+    }
+    for d in dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        b.append_data(&mut h, &d, std::io::empty()).unwrap();
+    }
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
     b.append_path_with_name("/bin/busybox", "bin/busybox")
         .unwrap();
     for applet in applets {

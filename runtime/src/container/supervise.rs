@@ -158,6 +158,8 @@ async fn run(
         if m.kind == MountKind::Volume {
             std::fs::create_dir_all(&m.source)
                 .map_err(|e| Error::io("create volume", &m.source, e))?;
+            super::volumes::populate(rootfs.rootfs(), &m.target, &m.source)
+                .map_err(|e| Error::io("copy the image's files into volume", &m.source, e))?;
         }
         req.mounts.push(BindMount {
             source: m.source.clone(),
