@@ -99,6 +99,9 @@ pub struct PruneReport {
     pub removed: Vec<String>,
     /// Bytes freed.
     pub reclaimed: u64,
+    /// Bytes the build cache still takes, when the prune measured them
+    /// (with `keep_storage`).
+    pub kept: Option<u64>,
 }
 
 /// A snapshot or a blob.
@@ -490,6 +493,9 @@ pub fn prune(store: &Store, options: &PruneOptions) -> Result<Option<PruneReport
         }
     }
     sizes.save();
+    if options.keep_storage.is_some() {
+        report.kept = Some(total);
+    }
     tracing::info!(
         removed = report.removed.len(),
         reclaimed = report.reclaimed,
@@ -515,17 +521,55 @@ pub fn auto_gc_limit(store: &Store) -> u64 {
     }
 }
 
+/// How often the automatic collection measures a build cache that was
+/// well under its limit at the last measure.
+pub const AUTO_GC_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The automatic collection after a build: prunes least recently used
 /// records that no image uses until the build cache is under
-/// [`auto_gc_limit`]. Skipped (`None`) while other builds run.
+/// [`auto_gc_limit`]. Skipped (`None`) while other builds run, and, as
+/// BuildKit's periodic collection, when the last measure was less than
+/// [`AUTO_GC_INTERVAL`] ago and found the cache under half the limit
+/// (measuring reads every record: milliseconds per build for a large
+/// cache).
 pub fn auto_prune(store: &Store) -> Result<Option<PruneReport>> {
-    prune(
+    let limit = auto_gc_limit(store);
+    let state = build_dir(store).join("gc-state");
+    let now = SystemTime::now();
+    if let Some((at, kept)) = read_gc_state(&state)
+        && now.duration_since(at).is_ok_and(|d| d < AUTO_GC_INTERVAL)
+        && kept < limit / 2
+    {
+        tracing::debug!(kept, limit, "build cache measured recently: not pruned");
+        return Ok(None);
+    }
+    let report = prune(
         store,
         &PruneOptions {
             all: false,
             until: None,
-            keep_storage: Some(auto_gc_limit(store)),
+            keep_storage: Some(limit),
             wait: false,
         },
-    )
+    )?;
+    if let Some(kept) = report.as_ref().and_then(|r| r.kept) {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // Only a hint: a lost or torn write means one more measure.
+        let tmp = state.with_extension("tmp");
+        if fs::write(&tmp, format!("{secs} {kept}\n")).is_ok() {
+            let _ = fs::rename(&tmp, &state);
+        }
+    }
+    Ok(report)
+}
+
+/// `(when, bytes kept)` of the last automatic measure.
+fn read_gc_state(path: &Path) -> Option<(SystemTime, u64)> {
+    let text = fs::read_to_string(path).ok()?;
+    let (secs, kept) = text.trim().split_once(' ')?;
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs.parse().ok()?);
+    Some((at, kept.parse().ok()?))
 }

@@ -17,6 +17,12 @@ use common::{available, busybox_tar, test_runtime};
 
 impl Env {
     fn new() -> Env {
+        Env::with_base(None)
+    }
+
+    /// An environment whose base image is imported with `epoch` as
+    /// `SOURCE_DATE_EPOCH` (the same base on every "machine").
+    fn with_base(epoch: Option<&str>) -> Env {
         let env = Env {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -27,13 +33,16 @@ impl Env {
         ];
         let tar = env.path("busybox.tar");
         std::fs::write(&tar, busybox_tar(&applets, true)).unwrap();
-        env.ok(&[
-            "import",
-            "-c",
-            "ENV PATH=/bin",
-            tar.to_str().unwrap(),
-            "busybox:test",
-        ]);
+        let mut import = env.kiln();
+        if let Some(epoch) = epoch {
+            import.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        import
+            .args(["import", "-c", "ENV PATH=/bin"])
+            .arg(&tar)
+            .arg("busybox:test")
+            .assert()
+            .success();
         env
     }
 
@@ -301,4 +310,60 @@ fn build_checks_warn_and_can_fail_the_build() {
         "{stderr}"
     );
     assert!(stderr.contains(">>> CMD echo hi"), "{stderr}");
+}
+
+#[test]
+fn source_date_epoch_builds_are_identical_across_stores_and_times() {
+    if !available() {
+        return;
+    }
+    let epoch = "1700000000";
+    let dockerfile = "FROM busybox:test AS gen\n\
+        RUN mkdir -p /out/sub && echo generated > /out/sub/g && touch /out/empty\n\
+        FROM busybox:test\n\
+        WORKDIR /app\n\
+        COPY . .\n\
+        COPY --from=gen /out/ /gen/\n\
+        RUN echo built > /app/stamp && mkdir /var && touch /var/log-file && rm /app/drop.txt\n\
+        ENV MODE=release\n\
+        CMD [\"cat\", \"/app/stamp\"]\n";
+    let files = [
+        ("Dockerfile", dockerfile),
+        ("src/main.sh", "echo main\n"),
+        ("drop.txt", "removed in a later layer\n"),
+    ];
+    // Two "machines": separate stores, contexts written at different
+    // times, builds a second apart.
+    let mut archives = Vec::new();
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let env = Env::with_base(Some(epoch));
+        let ctx = env.context("ctx", &files);
+        let dest = env.path("image.tar");
+        let out = env
+            .kiln()
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .args(["build", "-q", "-t", "repro:1", "-o"])
+            .arg(format!("type=oci,dest={}", dest.display()))
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8(out.stdout).unwrap());
+        archives.push(std::fs::read(&dest).unwrap());
+        // The image's own times are the epoch.
+        let (created, _) = env.ok(&["build", "-q", "-t", "repro:1", ctx.to_str().unwrap()]);
+        assert_eq!(created, ids[round], "the store's image is the exported one");
+        let (created, _) = env.ok(&["inspect", "-f", "{{.Created}}", "repro:1"]);
+        assert_eq!(created.trim(), "2023-11-14T22:13:20Z");
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert!(archives[0] == archives[1], "the OCI archives differ");
 }

@@ -139,9 +139,11 @@ pub struct Client {
 
 pub(crate) struct Inner {
     /// HTTPS with the system's roots.
-    http: reqwest::Client,
+    /// Built on first use: loading the system's CA certificates takes
+    /// milliseconds, which a build that needs no registry should not pay.
+    http: std::sync::OnceLock<reqwest::Client>,
     /// HTTPS without certificate verification, for insecure registries.
-    insecure_http: reqwest::Client,
+    insecure_http: std::sync::OnceLock<reqwest::Client>,
     /// Clients trusting the CAs of a host's `certs.d` directory, per host
     /// (`None`: the host has none; use `http`).
     host_http: Mutex<HashMap<String, Option<reqwest::Client>>>,
@@ -179,12 +181,10 @@ impl Client {
     /// (usually [`CredentialStore::from_env`]) when a registry asks.
     pub fn new(config: ClientConfig, credentials: Option<CredentialStore>) -> Result<Client> {
         install_crypto_provider();
-        let http = build_http(&config, Vec::new(), false)?;
-        let insecure_http = build_http(&config, Vec::new(), true)?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
-                insecure_http,
+                http: std::sync::OnceLock::new(),
+                insecure_http: std::sync::OnceLock::new(),
                 host_http: Mutex::new(HashMap::new()),
                 schemes: Mutex::new(HashMap::new()),
                 config,
@@ -224,19 +224,32 @@ impl Client {
                 .any(|h| h.eq_ignore_ascii_case(host))
     }
 
+    /// The HTTP client with the system's CAs.
+    fn default_http(&self) -> Result<reqwest::Client> {
+        lazy_http(&self.inner.http, &self.inner.config, false)
+    }
+
+    /// The HTTP client without certificate checks (insecure registries).
+    fn insecure_http(&self) -> Result<reqwest::Client> {
+        lazy_http(&self.inner.insecure_http, &self.inner.config, true)
+    }
+
     /// The HTTP client for `scheme://host`: without certificate checks for
     /// HTTPS to an insecure registry, with the host's `certs.d` CAs
     /// otherwise.
     pub(crate) fn http_for(&self, scheme: &str, host: &str) -> Result<reqwest::Client> {
         if scheme == "https" && self.is_insecure(host) {
-            return Ok(self.inner.insecure_http.clone());
+            return self.insecure_http();
         }
         if scheme != "https" || self.inner.config.certs_dirs.is_empty() {
-            return Ok(self.inner.http.clone());
+            return self.default_http();
         }
         let key = host.to_ascii_lowercase();
         if let Some(cached) = lock(&self.inner.host_http).get(&key) {
-            return Ok(cached.clone().unwrap_or_else(|| self.inner.http.clone()));
+            return match cached.clone() {
+                Some(c) => Ok(c),
+                None => self.default_http(),
+            };
         }
         let roots = host_ca_certificates(&self.inner.config.certs_dirs, &key)?;
         let client = if roots.is_empty() {
@@ -246,7 +259,10 @@ impl Client {
             Some(build_http(&self.inner.config, roots, false)?)
         };
         lock(&self.inner.host_http).insert(key, client.clone());
-        Ok(client.unwrap_or_else(|| self.inner.http.clone()))
+        match client {
+            Some(c) => Ok(c),
+            None => self.default_http(),
+        }
     }
 
     /// The endpoint of a registry host. Secure registries are spoken to
@@ -283,7 +299,7 @@ impl Client {
             url,
             reason: e.to_string(),
         })?;
-        match self.inner.insecure_http.get(url.clone()).send().await {
+        match self.insecure_http()?.get(url.clone()).send().await {
             Ok(_) => Ok("https"),
             Err(e) => {
                 let err = classify(host, url.as_str(), e);
@@ -792,6 +808,20 @@ fn url_host(url: &Url) -> String {
 /// An HTTP client with `config`'s timeouts and name overrides, trusting
 /// `extra_roots` besides the system's roots, or (with `accept_invalid`)
 /// any certificate.
+/// The client in `cell`, built on first use (a failed build is retried
+/// next time).
+fn lazy_http(
+    cell: &std::sync::OnceLock<reqwest::Client>,
+    config: &ClientConfig,
+    insecure: bool,
+) -> Result<reqwest::Client> {
+    if let Some(c) = cell.get() {
+        return Ok(c.clone());
+    }
+    let built = build_http(config, Vec::new(), insecure)?;
+    Ok(cell.get_or_init(|| built).clone())
+}
+
 fn build_http(
     config: &ClientConfig,
     extra_roots: Vec<reqwest::Certificate>,
