@@ -387,7 +387,12 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
     let unused_build_args = opts
         .build_args
         .keys()
-        .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| {
+            // SOURCE_DATE_EPOCH sets the build's times (BuildKit's builtin).
+            !declared.contains(*k)
+                && !PROXY_ARGS.contains(&k.as_str())
+                && k.as_str() != "SOURCE_DATE_EPOCH"
+        })
         .cloned()
         .collect();
 
@@ -1214,6 +1219,7 @@ mod tests {
         let mut o = opts();
         o.build_args.insert("USED".into(), "1".into());
         o.build_args.insert("UNUSED".into(), "1".into());
+        o.build_args.insert("SOURCE_DATE_EPOCH".into(), "0".into());
         o.build_args.insert("HTTP_PROXY".into(), "p".into());
         let p = plan_of("FROM scratch AS Build\nARG USED\n", &o).unwrap();
         assert_eq!(p.unused_build_args, vec!["UNUSED".to_string()]);

@@ -185,9 +185,18 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
     req.outputs = outputs;
     req.compression = compression;
     req.compression_level = level;
-    req.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    // BuildKit's build argument, else the environment (as buildx passes it).
+    let epoch = match req.build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) => Some(v.clone()),
+        None => std::env::var("SOURCE_DATE_EPOCH").ok(),
+    };
+    req.source_date_epoch = match epoch.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => Some(
+            v.parse()
+                .with_context(|| format!("invalid SOURCE_DATE_EPOCH {v:?}: seconds since 1970"))?,
+        ),
+    };
     if a.max_parallelism == Some(0) {
         bail!("--max-parallelism must be at least 1");
     }
