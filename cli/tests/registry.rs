@@ -770,6 +770,54 @@ fn build_pulls_a_base_image_from_the_registry() {
         &["inspect", "-f", "{{len .RootFS.Layers}}", "built:1"],
     );
     assert_eq!(history.trim(), "2");
+
+    // --push: built, stored and uploaded; another store pulls the same image.
+    let app = format!("{host}/app:1");
+    let (ok, stdout, stderr) = env.run_in(
+        "fresh",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &app,
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "build --push failed:\n{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("pushing manifest for {app}@sha256:")),
+        "{stderr}"
+    );
+    let built = env.image_id("fresh", &app);
+    env.ok_in("other", &["pull", "-q", &app]);
+    assert_eq!(env.image_id("other", &app), built);
+
+    // -o type=registry,name=…: the name comes from the output.
+    let named = format!("{host}/app:named");
+    let out = env.ok_in(
+        "fresh",
+        &[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=registry,name={named}"),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.trim(), built);
+    env.ok_in("other", &["pull", "-q", &named]);
+    assert_eq!(env.image_id("other", &named), built);
+
+    // Nothing to push to.
+    let (ok, _, stderr) = env.run_in("fresh", &["build", "--push", ctx.to_str().unwrap()], None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("tag is needed when pushing to registry"),
+        "{stderr}"
+    );
 }
 
 #[test]

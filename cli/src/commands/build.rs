@@ -73,6 +73,9 @@ pub struct BuildArgs {
     /// Output destination (format: "type=local,dest=path")
     #[arg(short = 'o', long = "output", value_name = "stringArray")]
     outputs: Vec<String>,
+    /// Shorthand for "--output=type=registry": push the image after the build
+    #[arg(long)]
+    push: bool,
     /// Print why each stage's first step missed the cache
     #[arg(long)]
     explain: bool,
@@ -181,10 +184,27 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    let (outputs, compression, level) = parse_outputs(&a.outputs)?;
-    req.outputs = outputs;
-    req.compression = compression;
-    req.compression_level = level;
+    let mut outputs = parse_outputs(&a.outputs)?;
+    if a.push {
+        outputs.push = true;
+        if !outputs.outputs.contains(&Output::Image) {
+            outputs.outputs.push(Output::Image);
+        }
+    }
+    for name in &outputs.names {
+        let r = kiln_oci::Reference::parse_docker_ref(name)
+            .map_err(|e| anyhow::anyhow!("invalid image name {name:?}: {e}"))?;
+        if !req.tags.contains(&r) {
+            req.tags.push(r);
+        }
+    }
+    if outputs.push && req.tags.is_empty() {
+        bail!("tag is needed when pushing to registry");
+    }
+    let push = outputs.push;
+    req.outputs = outputs.outputs;
+    req.compression = outputs.compression;
+    req.compression_level = outputs.level;
     // BuildKit's build argument, else the environment (as buildx passes it).
     let epoch = match req.build_args.get("SOURCE_DATE_EPOCH") {
         Some(v) => Some(v.clone()),
@@ -210,11 +230,11 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
         a.progress
     };
     let runtime = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    let registry = Some(crate::config::registry_client()?);
+    let registry = crate::config::registry_client()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut renderer = Renderer::new(mode);
     let result = runtime.block_on(async {
-        let build = kiln_driver::build(&store, &req, registry, Some(tx));
+        let build = kiln_driver::build(&store, &req, Some(registry.clone()), Some(tx));
         tokio::pin!(build);
         loop {
             tokio::select! {
@@ -257,12 +277,43 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
                 renderer.println(&format!("naming to {t} done"));
             }
         }
+        if push {
+            push_tags(&registry, &store, &runtime, &renderer, &req.tags, a.quiet)?;
+        }
         if let Some(path) = &a.iidfile {
             std::fs::write(path, image.id.to_string())
                 .with_context(|| format!("failed to write {}", path.display()))?;
         }
         if a.quiet {
             println!("{}", image.id);
+        }
+    }
+    Ok(())
+}
+
+/// `--push`: uploads every name of the built image, BuildKit's lines.
+fn push_tags(
+    client: &kiln_registry::Client,
+    store: &kiln_cache::Store,
+    runtime: &tokio::runtime::Runtime,
+    renderer: &Renderer,
+    tags: &[kiln_oci::Reference],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    for tag in tags {
+        let started = std::time::Instant::now();
+        if !quiet {
+            renderer.println(&format!("pushing {tag}"));
+        }
+        let pushed = runtime
+            .block_on(client.push(store, tag, &|_| {}))
+            .map_err(|e| super::pull::registry_error(e, &tag.familiar_string()))?;
+        if !quiet {
+            renderer.println(&format!(
+                "pushing manifest for {tag}@{} {:.1}s done",
+                pushed.digest,
+                started.elapsed().as_secs_f64()
+            ));
         }
     }
     Ok(())
@@ -437,12 +488,23 @@ fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-type Outputs = (Vec<Output>, Compression, Option<i32>);
+/// What `-o`/`--output` asks for.
+struct Outputs {
+    outputs: Vec<Output>,
+    compression: Compression,
+    level: Option<i32>,
+    /// `type=registry` or `type=image,push=true`: push the image's names.
+    push: bool,
+    /// `name=` of an image output: more names for the image.
+    names: Vec<String>,
+}
 
 fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
     let mut outputs = Vec::new();
     let mut compression = Compression::Gzip;
     let mut level = None;
+    let mut push = false;
+    let mut names = Vec::new();
     for spec in specs {
         if !spec.contains('=') {
             outputs.push(Output::Local(PathBuf::from(spec)));
@@ -450,6 +512,7 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
         }
         let mut kind = None;
         let mut dest = None;
+        let mut push_field = false;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -471,27 +534,53 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
                             .with_context(|| format!("invalid compression-level {v:?}"))?,
                     )
                 }
-                "name" | "force-compression" | "oci-mediatypes" => {}
+                "name" => names.push(v.to_string()),
+                "push" => push_field = parse_bool(v)?,
+                "force-compression" | "oci-mediatypes" => {}
                 _ => bail!("unsupported --output option {k:?}"),
             }
         }
         let need = |dest: Option<PathBuf>, t: &str| {
             dest.ok_or_else(|| anyhow::anyhow!("--output type={t} needs dest=PATH"))
         };
-        outputs.push(match kind.as_deref().unwrap_or("image") {
-            "image" | "moby" => Output::Image,
+        let kind = kind.as_deref().unwrap_or("image");
+        if push_field && !matches!(kind, "image" | "moby" | "registry") {
+            bail!("push=true needs --output type=image");
+        }
+        outputs.push(match kind {
+            "image" | "moby" => {
+                push |= push_field;
+                Output::Image
+            }
+            // Into the store too: the push reads the image from there.
+            "registry" => {
+                push = true;
+                Output::Image
+            }
             "oci" => Output::OciTar(need(dest, "oci")?),
             "docker" => Output::DockerTar(need(dest, "docker")?),
             "local" => Output::Local(need(dest, "local")?),
             "tar" => Output::Tar(need(dest, "tar")?),
-            "registry" => bail!(
-                "--output type=registry is not supported yet (kiln push is not implemented either)"
-            ),
             other => bail!("unsupported --output type {other:?}"),
         });
     }
     if outputs.is_empty() {
         outputs.push(Output::Image);
     }
-    Ok((outputs, compression, level))
+    outputs.dedup_by(|a, b| matches!((a, b), (Output::Image, Output::Image)));
+    Ok(Outputs {
+        outputs,
+        compression,
+        level,
+        push,
+        names,
+    })
+}
+
+fn parse_bool(v: &str) -> anyhow::Result<bool> {
+    match v {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("invalid boolean {v:?}"),
+    }
 }
