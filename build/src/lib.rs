@@ -124,6 +124,7 @@ use std::sync::Arc;
 pub use error::{Error, Result};
 pub use fsref::{FsRef, Layer, LayerBlob};
 pub use locks::LockFile;
+pub use snapshot::layer_blob;
 pub use worker::{Worker, WorkerConfig};
 
 /// Decides whether a relative, slash-separated path (`src/main.rs`) is

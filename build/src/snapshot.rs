@@ -102,6 +102,46 @@ impl Commit<'_> {
     }
 }
 
+/// The stored tar of `layer`, written now from its snapshot when the
+/// layer has none (a local source used as a whole root filesystem, as
+/// with `FROM <named context>`). The tar must hash to the layer's diff id.
+pub fn layer_blob(store: &Store, layer: &Layer) -> Result<LayerBlob> {
+    if let Some(b) = &layer.blob {
+        return Ok(b.clone());
+    }
+    let blob = |size| LayerBlob {
+        digest: layer.diff_id.clone(),
+        size,
+        media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
+    };
+    if let Ok(size) = store.blob_size(&layer.diff_id) {
+        return Ok(blob(size));
+    }
+    let ingest = store.ingest_dir();
+    let mut tmp = tempfile::Builder::new()
+        .prefix("layer-")
+        .tempfile_in(&ingest)
+        .map_err(|e| Error::io("create temporary file in", &ingest, e))?;
+    let tmp_path = tmp.path().to_owned();
+    let summary = {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let s =
+            write_diff(&layer.snapshot_dir, &mut w, &DiffOptions::default()).map_err(|source| {
+                Error::Diff {
+                    path: layer.snapshot_dir.clone(),
+                    source,
+                }
+            })?;
+        w.flush().map_err(|e| Error::io("write", &tmp_path, e))?;
+        s
+    };
+    let file = tmp.as_file_mut();
+    file.rewind()
+        .map_err(|e| Error::io("rewind", &tmp_path, e))?;
+    let (_, size) = store.write_blob(&*file, Some(&layer.diff_id), Some(summary.size))?;
+    Ok(blob(size))
+}
+
 /// Removes `placeholders` (relative to `upper`) that are still empty,
 /// then every directory of `upper` that is empty, not opaque and has the
 /// mode and owner of the lower directory it covers: such a directory was

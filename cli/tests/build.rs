@@ -374,3 +374,81 @@ fn source_date_epoch_builds_are_identical_across_stores_and_times() {
     assert_eq!(ids[0], ids[1]);
     assert!(archives[0] == archives[1], "the OCI archives differ");
 }
+
+#[test]
+fn named_build_contexts_from_directories_and_images() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let extra = env.context("extra", &[("x.txt", "from extra\n"), ("sub/y.txt", "y\n")]);
+    let ctx = env.context(
+        "app",
+        &[(
+            "Dockerfile",
+            "FROM base AS b\n\
+             RUN echo on-base > /on-base\n\
+             FROM b\n\
+             COPY --from=extra x.txt /x.txt\n\
+             COPY --from=tools /bin/busybox /tools/busybox\n\
+             RUN --mount=from=extra,target=/mnt cat /mnt/sub/y.txt > /y.txt\n",
+        )],
+    );
+    let extra_arg = format!("extra={}", extra.display());
+    let out = env.path("out");
+    env.ok(&[
+        "build",
+        "-q",
+        "--build-context",
+        "base=docker-image://busybox:test",
+        "--build-context",
+        "tools=docker-image://docker.io/library/busybox:test",
+        "--build-context",
+        &extra_arg,
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("on-base"), "on-base\n");
+    assert_eq!(read("x.txt"), "from extra\n");
+    assert_eq!(read("y.txt"), "y\n");
+    assert!(out.join("tools/busybox").is_file());
+
+    // A directory as the base of a stage: its files are the first layer.
+    std::fs::write(ctx.join("Dockerfile"), "FROM extra\nCOPY Dockerfile /\n").unwrap();
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "fromdir:1",
+        "--build-context",
+        &extra_arg,
+        ctx.to_str().unwrap(),
+    ]);
+    let (layers, _) = env.ok(&["inspect", "-f", "{{len .RootFS.Layers}}", "fromdir:1"]);
+    assert_eq!(layers.trim(), "2");
+    let out = env.path("out2");
+    env.ok(&[
+        "build",
+        "-q",
+        "--build-context",
+        &extra_arg,
+        "-o",
+        &format!("type=local,dest={}", out.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.join("x.txt").is_file() && out.join("sub/y.txt").is_file());
+    assert!(out.join("Dockerfile").is_file());
+
+    // Other kinds of context are refused clearly.
+    let bad = env
+        .kiln()
+        .args(["build", "--build-context", "x=https://example.com/x.git"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("https:// contexts are not supported"), "{err}");
+}

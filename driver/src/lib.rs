@@ -46,6 +46,15 @@ pub enum Output {
     Tar(PathBuf),
 }
 
+/// What a named build context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildContext {
+    /// A local directory.
+    Dir(PathBuf),
+    /// An image (`docker-image://REF`), from the store or a registry.
+    Image(String),
+}
+
 /// Everything `kiln build` asks for.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
@@ -67,8 +76,8 @@ pub struct BuildRequest {
     pub ssh: BTreeMap<String, PathBuf>,
     pub network: NetworkMode,
     pub add_hosts: Vec<(String, String)>,
-    /// `--build-context name=DIR`.
-    pub build_contexts: BTreeMap<String, PathBuf>,
+    /// `--build-context NAME=DIR|docker-image://REF`.
+    pub build_contexts: BTreeMap<String, BuildContext>,
     pub outputs: Vec<Output>,
     pub compression: Compression,
     pub compression_level: Option<i32>,
@@ -168,8 +177,6 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the layer {diff_id} of the result has no stored tar")]
-    LayerWithoutBlob { diff_id: kiln_oci::Digest },
 }
 
 fn platform_args(p: &Platform) -> PlatformArgs {
@@ -240,6 +247,17 @@ pub async fn build(
     let mut opts = BuildOptions::for_platform(platform_args(&platform));
     opts.build_platform = platform_args(&host);
     opts.build_args = req.build_args.clone();
+    opts.named_contexts = req
+        .build_contexts
+        .iter()
+        .map(|(name, c)| {
+            let named = match c {
+                BuildContext::Dir(_) => stages::NamedContext::Local,
+                BuildContext::Image(r) => stages::NamedContext::Image(r.clone()),
+            };
+            (name.clone(), named)
+        })
+        .collect();
     opts.target = req.target.clone();
     let mut warnings: Vec<Warning> = df
         .warnings
@@ -383,7 +401,14 @@ pub async fn build(
     }
 
     // Solve.
-    let mut contexts: BTreeMap<String, PathBuf> = req.build_contexts.clone();
+    let mut contexts: BTreeMap<String, PathBuf> = req
+        .build_contexts
+        .iter()
+        .filter_map(|(name, c)| match c {
+            BuildContext::Dir(dir) => Some((name.clone(), dir.clone())),
+            BuildContext::Image(_) => None,
+        })
+        .collect();
     contexts.insert(compile::CONTEXT_NAME.into(), req.context_dir.clone());
     let matcher: MatcherFactory = Arc::new(|patterns: &[String]| -> Result<PathMatcher, String> {
         let m = kiln_frontend::dockerignore::PatternMatcher::new(patterns)
@@ -451,7 +476,7 @@ pub async fn build(
     };
 
     // Export.
-    let layers = layer_inputs(&fs)?;
+    let layers = layer_inputs(store, &fs)?;
     let mut image = None;
     for output in &req.outputs {
         match output {
@@ -578,10 +603,15 @@ fn reuse_timestamps(
 
 /// The result's layers as exporter inputs: base-image layers are reused as
 /// stored; layers the build made are uncompressed tars keyed by diff id.
-fn layer_inputs(fs: &FsRef) -> Result<Vec<LayerInput>, BuildError> {
+fn layer_inputs(store: &Store, fs: &FsRef) -> Result<Vec<LayerInput>, BuildError> {
     fs.layers()
         .iter()
         .map(|l| match &l.blob {
+            // A source's snapshot as a whole root filesystem: its tar now.
+            None => {
+                kiln_build::layer_blob(store, l).map_err(BuildError::Worker)?;
+                Ok(LayerInput::blob(l.diff_id.clone()))
+            }
             Some(b) if b.digest == l.diff_id => Ok(LayerInput::blob(l.diff_id.clone())),
             Some(b) => Ok(LayerInput::existing(
                 l.diff_id.clone(),
@@ -589,9 +619,6 @@ fn layer_inputs(fs: &FsRef) -> Result<Vec<LayerInput>, BuildError> {
                 b.size,
                 b.media_type.clone(),
             )),
-            None => Err(BuildError::LayerWithoutBlob {
-                diff_id: l.diff_id.clone(),
-            }),
         })
         .collect()
 }

@@ -20,7 +20,9 @@ use kiln_solver::{
 
 use crate::instructions::{CacheSharing, Command, Healthcheck, Instruction, MountType};
 use crate::parser::Span;
-use crate::stages::{Base, BuildOptions, Expanded, Plan, StageError, StageScope};
+use crate::stages::{
+    Base, BuildOptions, Expanded, NamedContext, Plan, StageError, StageScope, find_named_context,
+};
 
 /// `PATH` of an image that sets none (BuildKit's default for Linux).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -348,8 +350,25 @@ impl Ctx<'_, '_> {
         self.add(op, vec![], "[internal] load build context".into(), span)
     }
 
+    /// A named build context's directory, whole.
+    fn named_context_vertex(&mut self, name: &str, span: Span) -> Result<VertexId, CompileError> {
+        let op = Op::Source(SourceOp::Local {
+            name: name.into(),
+            include_patterns: Vec::new(),
+            exclude_patterns: Vec::new(),
+            follow_paths: Vec::new(),
+            ignore_modes: false,
+        });
+        self.add(
+            op,
+            vec![],
+            format!("[context {name}] load from client"),
+            span,
+        )
+    }
+
     /// The root filesystem a `--from`/`from=` value names: an earlier
-    /// stage, a stage index, or an image.
+    /// stage, a stage index, a named build context or an image.
     fn stage_or_image_vertex(
         &mut self,
         from: &str,
@@ -360,8 +379,15 @@ impl Ctx<'_, '_> {
                 .ok()
                 .filter(|i| *i < self.plan.stages.len())
         });
-        match stage {
-            Some(i) => Ok(self.roots.get(&i).copied().flatten()),
+        if let Some(i) = stage {
+            return Ok(self.roots.get(&i).copied().flatten());
+        }
+        match find_named_context(&self.plan.named_contexts, from) {
+            Some(NamedContext::Local) => self.named_context_vertex(from, span).map(Some),
+            Some(NamedContext::Image(r)) => {
+                let r = r.clone();
+                self.image_vertex(&r, span).map(Some)
+            }
             None => self.image_vertex(from, span).map(Some),
         }
     }
@@ -417,6 +443,28 @@ fn compile_stage<'p>(
             let scope = StageScope::new(plan, opts, env_pairs(&config));
             StageState {
                 root: None,
+                config,
+                scope,
+            }
+        }
+        // A directory as the root filesystem, with an empty config (as
+        // BuildKit does for a local named context).
+        Base::Local(name) => {
+            let root = ctx.named_context_vertex(name, from_span)?;
+            let mut config = empty_config(&platform);
+            ensure_path(&mut config);
+            // The directory's layer has no instruction of its own; history
+            // as BuildKit's exporter writes it for such a layer.
+            config.history.push(History {
+                created: Some(copts.created.clone()),
+                author: None,
+                created_by: None,
+                comment: Some("buildkit.exporter.image.v0".into()),
+                empty_layer: false,
+            });
+            let scope = StageScope::new(plan, opts, env_pairs(&config));
+            StageState {
+                root: Some(root),
                 config,
                 scope,
             }

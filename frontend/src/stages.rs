@@ -45,11 +45,41 @@ impl PlatformArgs {
     }
 }
 
+/// What a named build context (`--build-context NAME=…`) stands for
+/// wherever `NAME` is used as a base image or a `--from`/`from=` source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory, read through the source of that name.
+    Local,
+    /// An image reference (`docker-image://REF`).
+    Image(String),
+}
+
+/// The named context `name` refers to: by the key as given, or by the
+/// same normalised image reference (`alpine` is `docker.io/library/alpine:latest`).
+pub fn find_named_context<'a>(
+    named: &'a BTreeMap<String, NamedContext>,
+    name: &str,
+) -> Option<&'a NamedContext> {
+    if let Some(c) = named.get(name) {
+        return Some(c);
+    }
+    let want = kiln_oci::Reference::parse_docker_ref(name).ok()?;
+    named
+        .iter()
+        .find(|(k, _)| kiln_oci::Reference::parse_docker_ref(k).is_ok_and(|r| r == want))
+        .map(|(_, c)| c)
+}
+
 /// What a build asks for, as far as the frontend is concerned.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// `--build-arg K=V` values.
     pub build_args: BTreeMap<String, String>,
+    /// `--build-context NAME=…`: names that stand for a directory or an
+    /// image instead of the image of that name (a stage of the Dockerfile
+    /// with that name still wins).
+    pub named_contexts: BTreeMap<String, NamedContext>,
     /// `--target`: a stage name or index; the last stage when absent.
     pub target: Option<String>,
     pub target_platform: PlatformArgs,
@@ -61,6 +91,7 @@ impl BuildOptions {
     pub fn for_platform(platform: PlatformArgs) -> Self {
         BuildOptions {
             build_args: BTreeMap::new(),
+            named_contexts: BTreeMap::new(),
             target: None,
             target_platform: platform.clone(),
             build_platform: platform,
@@ -160,6 +191,8 @@ pub enum Base {
     Stage(usize),
     /// An image reference (as written after expansion, not normalised).
     Image(String),
+    /// A named build context's directory, as the stage's root filesystem.
+    Local(String),
 }
 
 /// A stage of the Dockerfile.
@@ -206,6 +239,8 @@ pub struct Plan {
     /// `--build-arg` names no reachable ARG declared.
     pub unused_build_args: Vec<String>,
     pub escape: char,
+    /// The build's named contexts (see [`BuildOptions::named_contexts`]).
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 impl Plan {
@@ -267,7 +302,7 @@ impl Plan {
             .deps
             .retain(|d| matches!(stage.base, Base::Stage(b) if b == *d));
         stage.image_deps.clear();
-        resolve_refs(&mut self.stages, index)?;
+        resolve_refs(&mut self.stages, index, &self.named_contexts)?;
         let before: BTreeSet<usize> = self.reachable.iter().copied().collect();
         self.reachable = reachable_from(&self.stages, self.target);
         Ok(self
@@ -355,7 +390,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
 
     // FROM <stage> and the other stage references.
     for i in 0..stages.len() {
-        resolve_refs(&mut stages, i)?;
+        resolve_refs(&mut stages, i, &opts.named_contexts)?;
     }
 
     let Some(last) = stages.len().checked_sub(1) else {
@@ -410,6 +445,7 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
         lint_errors: checks.error,
         unused_build_args,
         escape: df.escape,
+        named_contexts: opts.named_contexts.clone(),
     })
 }
 
@@ -628,7 +664,11 @@ fn new_stage(
 
 /// Links stage `i` to the stages it uses, rejecting forward references and
 /// self references.
-fn resolve_refs(stages: &mut [Stage], i: usize) -> Result<(), StageError> {
+fn resolve_refs(
+    stages: &mut [Stage],
+    i: usize,
+    named: &BTreeMap<String, NamedContext>,
+) -> Result<(), StageError> {
     let lookup = |stages: &[Stage], name: &str, span: Span| -> Result<Option<usize>, StageError> {
         match find_stage(stages, name) {
             Some(j) if j < i => Ok(Some(j)),
@@ -658,7 +698,14 @@ fn resolve_refs(stages: &mut [Stage], i: usize) -> Result<(), StageError> {
                 stages[i].base = Base::Stage(j);
                 stages[i].deps.insert(j);
             }
-            None => check_reference(name, from_span)?,
+            None => match find_named_context(named, name) {
+                Some(NamedContext::Local) => stages[i].base = Base::Local(name.clone()),
+                Some(NamedContext::Image(r)) => {
+                    check_reference(r, from_span)?;
+                    stages[i].base = Base::Image(r.clone());
+                }
+                None => check_reference(name, from_span)?,
+            },
         }
     }
 
@@ -715,8 +762,18 @@ fn resolve_refs(stages: &mut [Stage], i: usize) -> Result<(), StageError> {
             stages[i].deps.insert(n);
             continue;
         }
-        check_reference(&name, span)?;
-        stages[i].image_deps.insert(name);
+        match find_named_context(named, &name) {
+            // Read by the compiler as the source of that name.
+            Some(NamedContext::Local) => {}
+            Some(NamedContext::Image(r)) => {
+                check_reference(r, span)?;
+                stages[i].image_deps.insert(r.clone());
+            }
+            None => {
+                check_reference(&name, span)?;
+                stages[i].image_deps.insert(name);
+            }
+        }
     }
     Ok(())
 }
@@ -1380,6 +1437,30 @@ mod tests {
             dispatch_all(&mut child, &p.stages[1]),
             vec![Expanded::Workdir("/1/2".into())]
         );
+    }
+
+    #[test]
+    fn named_contexts_stand_for_images_and_directories() {
+        let mut o = opts();
+        o.named_contexts.insert(
+            "docker.io/library/alpine:latest".into(),
+            NamedContext::Image("busybox:1".into()),
+        );
+        o.named_contexts.insert("src".into(), NamedContext::Local);
+        o.named_contexts
+            .insert("tools".into(), NamedContext::Image("tools:2".into()));
+        o.named_contexts
+            .insert("a".into(), NamedContext::Image("other:3".into()));
+        let p = plan_of(
+            "FROM alpine AS a\nCOPY --from=tools /t /t\nCOPY --from=src . /s\nFROM src\nFROM a\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(p.stages[0].base, Base::Image("busybox:1".into()));
+        assert_eq!(p.stages[0].image_deps, BTreeSet::from(["tools:2".to_string()]));
+        assert_eq!(p.stages[1].base, Base::Local("src".into()));
+        // A stage of that name wins over a named context.
+        assert_eq!(p.stages[2].base, Base::Stage(0));
     }
 
     #[test]

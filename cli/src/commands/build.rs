@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kiln_driver::{BuildError, BuildRequest, Output};
+use kiln_driver::{BuildContext, BuildError, BuildRequest, Output};
 use kiln_exporter::Compression;
 use kiln_frontend::compile::NoCache;
 use kiln_solver::NetworkMode;
@@ -173,14 +173,24 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
             let (name, path) = c.split_once('=').ok_or_else(|| {
                 anyhow::anyhow!("invalid --build-context {c:?}: expected name=path")
             })?;
-            if path.contains("://") {
-                bail!("--build-context {name}={path}: only local directories are supported so far");
+            if let Some(image) = path.strip_prefix("docker-image://") {
+                kiln_oci::Reference::parse_docker_ref(image).map_err(|e| {
+                    anyhow::anyhow!("invalid --build-context {name}: {image:?}: {e}")
+                })?;
+                return Ok((name.to_string(), BuildContext::Image(image.to_string())));
+            }
+            if let Some((scheme, _)) = path.split_once("://") {
+                bail!(
+                    "--build-context {name}={path}: {scheme}:// contexts are not supported: use a directory or docker-image://REF"
+                );
             }
             Ok((
                 name.to_string(),
-                PathBuf::from(path)
-                    .canonicalize()
-                    .with_context(|| format!("build context {name}: {path} not found"))?,
+                BuildContext::Dir(
+                    PathBuf::from(path)
+                        .canonicalize()
+                        .with_context(|| format!("build context {name}: {path} not found"))?,
+                ),
             ))
         })
         .collect::<anyhow::Result<_>>()?;

@@ -170,6 +170,7 @@ fn stages_cmd(a: StagesArgs) -> anyhow::Result<()> {
             Base::Scratch => "scratch".to_string(),
             Base::Stage(i) => format!("stage {}", plan.stages[*i].display_name()),
             Base::Image(r) => format!("image {r}"),
+            Base::Local(name) => format!("context {name}"),
         };
         let built = if plan.reachable.contains(&s.index) {
             "build"
