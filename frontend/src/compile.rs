@@ -189,6 +189,21 @@ pub fn required_images(
         }
         for i in pending {
             done.insert(i);
+            // A stage built on another stage runs the ONBUILD triggers
+            // that stage declared, as BuildKit does.
+            if let Base::Stage(j) = plan.stages[i].base {
+                let triggers: Vec<String> = plan.stages[j]
+                    .instructions
+                    .iter()
+                    .filter_map(|ins| match &ins.command {
+                        Command::Onbuild(expr) => Some(expr.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if !triggers.is_empty() {
+                    plan.apply_onbuild(i, &triggers)?;
+                }
+            }
             if let Base::Image(name) = &plan.stages[i].base {
                 let platform = stage_platform(plan, opts, i);
                 let base = images.resolve(name, &platform).map_err(|reason| {
@@ -431,9 +446,12 @@ fn compile_stage<'p>(
             let parent = states
                 .get(j)
                 .expect("stages compile after their dependencies");
+            let mut config = parent.config.clone();
+            // Its triggers ran in this stage (see required_images).
+            config.config.on_build.clear();
             StageState {
                 root: parent.root,
-                config: parent.config.clone(),
+                config,
                 scope: StageScope::from_parent(&parent.scope),
             }
         }
@@ -1631,6 +1649,21 @@ mod tests {
         let c = build("FROM triggers\nRUN echo mine\n").unwrap();
         let lines = history_lines(&c);
         assert!(lines[0].contains("echo from-trigger"), "{lines:?}");
+        assert!(c.config.config.on_build.is_empty());
+    }
+
+    #[test]
+    fn onbuild_triggers_of_a_parent_stage_run() {
+        let c = build(
+            "FROM busybox AS base\nONBUILD RUN echo from-stage\nRUN echo base\nFROM base\nRUN echo child\n",
+        )
+        .unwrap();
+        let lines = history_lines(&c);
+        let trigger = lines
+            .iter()
+            .position(|l| l.contains("echo from-stage") && l.starts_with("RUN"));
+        let child = lines.iter().position(|l| l.contains("echo child"));
+        assert!(trigger.is_some() && trigger < child, "{lines:?}");
         assert!(c.config.config.on_build.is_empty());
     }
 

@@ -1457,7 +1457,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages[0].base, Base::Image("busybox:1".into()));
-        assert_eq!(p.stages[0].image_deps, BTreeSet::from(["tools:2".to_string()]));
+        assert_eq!(
+            p.stages[0].image_deps,
+            BTreeSet::from(["tools:2".to_string()])
+        );
         assert_eq!(p.stages[1].base, Base::Local("src".into()));
         // A stage of that name wins over a named context.
         assert_eq!(p.stages[2].base, Base::Stage(0));

@@ -277,6 +277,7 @@ impl Runtime {
                 host_resolv_conf: &self.host_resolv_conf,
                 terminal: false,
                 readonly_rootfs: false,
+                keep_kernel_mount_points: true,
             },
             req,
         )
@@ -293,6 +294,11 @@ pub(crate) struct BundleParams<'a> {
     pub host_resolv_conf: &'a Path,
     pub terminal: bool,
     pub readonly_rootfs: bool,
+    /// Leave the `/proc`, `/sys` and `/dev` directories the OCI runtime
+    /// creates in a root filesystem that lacks them: a build step's layer
+    /// then has them, as BuildKit's (only stubs of the build's own mounts,
+    /// `/etc/hosts` and the like, are removed).
+    pub keep_kernel_mount_points: bool,
 }
 
 /// For a container in `dir`: resolves the user, creates the working directory, writes the
@@ -348,11 +354,13 @@ pub(crate) fn write_bundle(
         readonly_rootfs: p.readonly_rootfs,
     };
     let spec = spec::build_spec(&options)?;
+    let kernel = |d: &Path| ["/proc", "/sys", "/dev"].iter().any(|k| d.starts_with(k));
     let destinations: Vec<PathBuf> = spec
         .mounts()
         .iter()
         .flatten()
         .map(|m| m.destination().clone())
+        .filter(|d| !(p.keep_kernel_mount_points && kernel(d)))
         .collect();
     let stubs = MountStubs::record(root, destinations.iter().map(PathBuf::as_path))
         .map_err(|e| Error::io("inspect mount points in", root, e))?;

@@ -175,6 +175,7 @@ async fn run(
             host_resolv_conf: containers.host_resolv_conf(),
             terminal: attach.tty,
             readonly_rootfs: record.read_only,
+            keep_kernel_mount_points: false,
         },
         &req,
     )?;
