@@ -435,8 +435,9 @@ pub async fn build(
         solver_options.max_parallelism = n;
     }
     let solver = Solver::with_options(Arc::new(worker), solver_options);
-    let (fs, explanations, executed, cached) = match compiled.root {
-        None => (FsRef::default(), Vec::new(), 0, 0),
+    // `ran`: Dockerfile steps that executed (internal loads aside).
+    let (fs, explanations, executed, cached, ran) = match compiled.root {
+        None => (FsRef::default(), Vec::new(), 0, 0, 0),
         Some(root) => {
             let targets = [root];
             let solution = solver
@@ -445,7 +446,7 @@ pub async fn build(
                 .map_err(|e| step_error(&compiled.graph, e))?;
             let mut explanations = Vec::new();
             let mut seen_stages = BTreeSet::new();
-            let (mut executed, mut cached) = (0, 0);
+            let (mut executed, mut cached, mut ran) = (0, 0, 0);
             let mut results: Vec<_> = solution.results().collect();
             results.sort_by(|a, b| a.name.cmp(&b.name));
             for r in results {
@@ -453,6 +454,9 @@ pub async fn build(
                     CacheStatus::Cached => cached += 1,
                     CacheStatus::Miss(reason) => {
                         executed += 1;
+                        if !r.name.starts_with("[internal]") {
+                            ran += 1;
+                        }
                         let stage = r.name.split(' ').next().unwrap_or_default().to_string();
                         if r.name.starts_with('[')
                             && !r.name.starts_with("[internal]")
@@ -471,7 +475,7 @@ pub async fn build(
                 .next()
                 .map(|r| r.output.clone())
                 .unwrap_or_default();
-            (output, explanations, executed, cached)
+            (output, explanations, executed, cached, ran)
         }
     };
 
@@ -482,7 +486,13 @@ pub async fn build(
         match output {
             Output::Image | Output::OciTar(_) | Output::DockerTar(_) => {
                 if image.is_none() {
-                    let config = reuse_timestamps(store, &layers, compiled.config.clone());
+                    // Only a rebuild that ran no step can equal an earlier
+                    // image (a step that ran has a new time, as with BuildKit).
+                    let config = if ran == 0 {
+                        reuse_timestamps(store, &req.tags, &layers, compiled.config.clone())
+                    } else {
+                        compiled.config.clone()
+                    };
                     let tags = if req.outputs.contains(&Output::Image) {
                         req.tags.clone()
                     } else {
@@ -551,6 +561,7 @@ fn auto_prune(store: &Store) {
 /// the same image id, as with BuildKit.
 fn reuse_timestamps(
     store: &Store,
+    tags: &[Reference],
     layers: &[LayerInput],
     mut config: kiln_oci::config::ImageConfig,
 ) -> kiln_oci::config::ImageConfig {
@@ -565,9 +576,11 @@ fn reuse_timestamps(
         c
     };
     let wanted = blank(&config);
-    let Ok(images) = store.images() else {
+    let Ok(mut images) = store.images() else {
         return config;
     };
+    // The images of the requested names first: a rebuild usually matches.
+    images.sort_by_key(|r| !r.tags.iter().any(|t| tags.contains(t)));
     for record in images {
         let Ok(docs) = store.image_docs(&record) else {
             continue;

@@ -366,6 +366,33 @@ pub fn commit_image(
     let mut descriptors = Vec::with_capacity(layers.len());
     let mut diff_ids = Vec::with_capacity(layers.len());
     let mut new_entries = Vec::new();
+    // The layers to write, side by side: small layers are mostly fsync
+    // waits, which overlap; a big layer compresses on `threads` cores.
+    let mut outcomes: Vec<Option<Result<LayerOutcome>>> = layers.iter().map(|_| None).collect();
+    let todo: Vec<usize> = (0..layers.len())
+        .filter(|&i| !matches!(layers[i].source, LayerSource::Existing { .. }))
+        .collect();
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    for batch in todo.chunks(width) {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .iter()
+                .map(|&i| {
+                    let (index, layer) = (&index, &layers[i]);
+                    let compression = opts.compression;
+                    let run =
+                        move || commit_layer(store, index, layer, i, compression, level, threads);
+                    (i, scope.spawn(run))
+                })
+                .collect();
+            for (i, handle) in running {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                outcomes[i] = Some(result);
+            }
+        });
+    }
     for (i, layer) in layers.iter().enumerate() {
         if let LayerSource::Existing {
             digest,
@@ -388,7 +415,9 @@ pub fn commit_image(
             diff_ids.push(layer.diff_id.clone());
             continue;
         }
-        let outcome = commit_layer(store, &index, layer, i, opts.compression, level, threads)?;
+        let outcome = outcomes[i]
+            .take()
+            .expect("every layer to write was written")?;
         match outcome {
             LayerOutcome::Empty => {
                 tracing::debug!(layer = i, diff_id = %layer.diff_id, "dropping empty layer");
