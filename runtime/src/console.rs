@@ -135,6 +135,17 @@ impl Drop for RawMode {
     }
 }
 
+/// The window size (rows, columns) of terminal `fd`, if it has one.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    use nix::libc;
+    // SAFETY: winsize is plain old data that TIOCGWINSZ fills.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0)
+            .then_some((ws.ws_row, ws.ws_col))
+    }
+}
+
 /// Copies the window size of terminal `from` to terminal `to`.
 pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     use nix::libc;

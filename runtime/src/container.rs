@@ -276,6 +276,7 @@ impl Runtime {
                 rootfs: rootfs.rootfs(),
                 host_resolv_conf: &self.host_resolv_conf,
                 terminal: false,
+                console_size: None,
                 readonly_rootfs: false,
                 keep_kernel_mount_points: true,
             },
@@ -293,6 +294,8 @@ pub(crate) struct BundleParams<'a> {
     pub rootfs: &'a Path,
     pub host_resolv_conf: &'a Path,
     pub terminal: bool,
+    /// The size (rows, columns) the terminal starts with.
+    pub console_size: Option<(u16, u16)>,
     pub readonly_rootfs: bool,
     /// Leave the `/proc`, `/sys` and `/dev` directories the OCI runtime
     /// creates in a root filesystem that lacks them: a build step's layer
@@ -342,6 +345,7 @@ pub(crate) fn write_bundle(
         cwd: req.cwd.clone(),
         user,
         terminal: p.terminal,
+        console_size: p.console_size,
         network: req.network,
         hostname,
         hosts_file: dir.join("hosts"),

@@ -304,6 +304,21 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
             &format!("cannot bring up the loopback interface: {e}"),
         );
     }
+    // The container's init sent its terminal before waiting to be
+    // started: attach it (with the host console's size) before the
+    // process runs, so it never sees a 0×0 terminal.
+    let relay = match console.as_ref().map(|c| {
+        c.receive(Duration::from_secs(10))
+            .and_then(crate::console::relay)
+    }) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            let _ = container.delete(true);
+            return start_failed(args, &format!("cannot attach the terminal: {e}"));
+        }
+    };
+    drop(console);
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return start_failed(args, &chain(e));
@@ -312,19 +327,6 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
         let _ = container.delete(true);
         return start_failed(args, "the container has no process");
     };
-    let relay = match console.as_ref().map(|c| {
-        c.receive(Duration::from_secs(10))
-            .and_then(crate::console::relay)
-    }) {
-        None => None,
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => {
-            let _ = nix::sys::signal::kill(init, NixSignal::SIGKILL);
-            let _ = container.delete(true);
-            return start_failed(args, &format!("cannot attach the terminal: {e}"));
-        }
-    };
-    drop(console);
     // Written only now (libcontainer's would appear before the process
     // is known to start), whole (readers poll for it).
     if let Some(path) = pid_file {

@@ -121,6 +121,9 @@ pub struct SpecOptions {
     pub cwd: PathBuf,
     pub user: ResolvedUser,
     pub terminal: bool,
+    /// The terminal's size (rows, columns) when the process starts, so
+    /// that it never sees a 0×0 terminal (`process.consoleSize`).
+    pub console_size: Option<(u16, u16)>,
     pub network: Network,
     pub hostname: String,
     /// Host files bind-mounted read-only at `/etc/hosts`,
@@ -310,6 +313,15 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
                 .map_err(Error::Spec)?,
         ]);
     }
+    if let Some((rows, cols)) = opts.console_size.filter(|_| opts.terminal) {
+        process = process.console_size(
+            oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build()
+                .map_err(Error::Spec)?,
+        );
+    }
     let process = process.build().map_err(Error::Spec)?;
 
     let mut namespaces = Vec::new();
@@ -448,6 +460,7 @@ mod tests {
                 home: "/home/app".into(),
             },
             terminal: false,
+            console_size: None,
             network: Network::None,
             hostname: "kiln".into(),
             hosts_file: "/state/c/hosts".into(),
@@ -532,6 +545,18 @@ mod tests {
         );
         assert_eq!(json["linux"]["resources"]["pids"]["limit"], 100);
         assert_eq!(json["linux"]["resources"]["memory"]["limit"], 1 << 30);
+    }
+
+    #[test]
+    fn a_terminal_starts_with_the_callers_size() {
+        let mut opts = options();
+        opts.console_size = Some((33, 91));
+        let spec = build_spec(&opts).unwrap();
+        assert!(spec.process().as_ref().unwrap().console_size().is_none());
+        opts.terminal = true;
+        let spec = build_spec(&opts).unwrap();
+        let size = spec.process().as_ref().unwrap().console_size().unwrap();
+        assert_eq!((size.height(), size.width()), (33, 91));
     }
 
     #[test]

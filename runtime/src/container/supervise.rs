@@ -9,6 +9,7 @@
 //! __shim`) that outlives the command; a foreground `kiln run` runs it
 //! in-process.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -174,6 +175,10 @@ async fn run(
             rootfs: rootfs.rootfs(),
             host_resolv_conf: containers.host_resolv_conf(),
             terminal: attach.tty,
+            // The caller's terminal size, applied before the process runs.
+            console_size: (attach.tty && !attach.detached)
+                .then(|| crate::console::window_size(std::io::stdin().as_fd()))
+                .flatten(),
             readonly_rootfs: record.read_only,
             keep_kernel_mount_points: false,
         },
