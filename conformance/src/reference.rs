@@ -381,27 +381,23 @@ fn familiar_match(report: &mut Report, case: &Value) -> anyhow::Result<()> {
 }
 
 fn normalized_valid(report: &mut Report, case: &Value) -> anyhow::Result<()> {
-    let Some(input) = case.as_str() else {
-        bail!("case is not a string")
-    };
-    let got = Reference::parse_normalized(input);
-    report.check(got.is_ok(), || {
-        format!(
-            "parse_normalized {input:?}: want Ok, got {}",
-            describe_result(&got)
-        )
-    });
-    Ok(())
+    normalized_parses(report, case, true)
 }
 
 fn normalized_invalid(report: &mut Report, case: &Value) -> anyhow::Result<()> {
+    normalized_parses(report, case, false)
+}
+
+/// `parse_normalized` of the case's string must succeed (`want_ok`) or fail.
+fn normalized_parses(report: &mut Report, case: &Value, want_ok: bool) -> anyhow::Result<()> {
     let Some(input) = case.as_str() else {
         bail!("case is not a string")
     };
     let got = Reference::parse_normalized(input);
-    report.check(got.is_err(), || {
+    report.check(got.is_ok() == want_ok, || {
+        let want = if want_ok { "Ok" } else { "an error" };
         format!(
-            "parse_normalized {input:?}: want an error, got {}",
+            "parse_normalized {input:?}: want {want}, got {}",
             describe_result(&got)
         )
     });
