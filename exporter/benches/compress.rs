@@ -6,15 +6,14 @@
 //!
 //! Run with `cargo bench -p kiln-exporter --bench compress`.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::time::Instant;
+
+mod common;
 
 use kiln_cache::Store;
 use kiln_exporter::{CommitOptions, Compression, LayerInput, commit_image};
-use kiln_oci::Digest;
 use kiln_oci::config::ImageConfig;
-use kiln_oci::digest::Sha256Writer;
 
 /// Partly compressible content: runs of text-like bytes mixed with noise,
 /// closer to real layers than either pure noise or zeros.
@@ -42,32 +41,6 @@ impl Read for Mixed {
     }
 }
 
-/// Writes a layer tar of `files` files of `file_size` bytes to `path`.
-fn write_layer(path: &std::path::Path, files: u64, file_size: u64) -> Digest {
-    let file = File::create(path).unwrap();
-    let mut hashing = Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
-    {
-        let mut builder = tar::Builder::new(&mut hashing);
-        for i in 0..files {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(file_size);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            let data = Mixed {
-                state: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
-                left: file_size,
-            };
-            builder
-                .append_data(&mut header, format!("data/file-{i:04}"), data)
-                .unwrap();
-        }
-        builder.finish().unwrap();
-    }
-    hashing.flush().unwrap();
-    hashing.finish().0
-}
-
 fn main() {
     let mb: u64 = std::env::var("KILN_BENCH_MB")
         .ok()
@@ -76,7 +49,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let layer_path = dir.path().join("layer.tar");
     let files = mb.max(1);
-    let diff_id = write_layer(&layer_path, files, 1 << 20);
+    let diff_id = common::write_layer(&layer_path, files, 1 << 20, |state, left| Mixed {
+        state,
+        left,
+    });
     let size = std::fs::metadata(&layer_path).unwrap().len();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(

@@ -6,13 +6,13 @@
 //! Run with `cargo bench -p kiln-exporter --bench saveload`.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read};
 use std::time::Instant;
+
+mod common;
 
 use kiln_cache::{ImageRecord, Store};
 use kiln_exporter::{ImageSelector, SaveFormat, load, save};
-use kiln_oci::Digest;
-use kiln_oci::digest::Sha256Writer;
 
 /// Incompressible bytes (xorshift), generated on the fly.
 struct Noise {
@@ -50,33 +50,6 @@ fn peak_rss_kib() -> u64 {
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// Writes a layer of `files` files of `file_size` bytes into `path`
-/// (streaming) and returns its digest.
-fn write_layer(path: &std::path::Path, files: u64, file_size: u64) -> Digest {
-    let file = File::create(path).unwrap();
-    let mut hashing = Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
-    {
-        let mut builder = tar::Builder::new(&mut hashing);
-        for i in 0..files {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(file_size);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_entry_type(tar::EntryType::Regular);
-            let data = Noise {
-                state: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
-                left: file_size,
-            };
-            builder
-                .append_data(&mut header, format!("data/file-{i:04}"), data)
-                .unwrap();
-        }
-        builder.finish().unwrap();
-    }
-    hashing.flush().unwrap();
-    hashing.finish().0
 }
 
 fn put_image(store: &Store, layer_path: &std::path::Path) -> ImageRecord {
@@ -126,7 +99,10 @@ fn main() {
 
     let start = Instant::now();
     let layer_path = dir.path().join("layer.tar");
-    write_layer(&layer_path, files, file_size);
+    common::write_layer(&layer_path, files, file_size, |state, left| Noise {
+        state,
+        left,
+    });
     let layer_size = std::fs::metadata(&layer_path).unwrap().len();
     let record = put_image(&src, &layer_path);
     std::fs::remove_file(&layer_path).unwrap();
