@@ -47,36 +47,15 @@ impl Commit<'_> {
             source_date_epoch: self.source_date_epoch,
             skip_placeholders: Vec::new(),
         };
-        let diff_err = |source| Error::Diff {
-            path: self.dir.to_owned(),
-            source,
-        };
         let (summary, blob) = if self.write_blob {
-            let ingest = store.ingest_dir();
-            let mut tmp = tempfile::Builder::new()
-                .prefix("layer-")
-                .tempfile_in(&ingest)
-                .map_err(|e| Error::io("create temporary file in", &ingest, e))?;
-            let tmp_path = tmp.path().to_owned();
-            let summary = {
-                let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-                let s = write_diff(self.dir, &mut w, &options).map_err(diff_err)?;
-                w.flush().map_err(|e| Error::io("write", &tmp_path, e))?;
-                s
-            };
-            let file = tmp.as_file_mut();
-            file.rewind()
-                .map_err(|e| Error::io("rewind", &tmp_path, e))?;
-            let (digest, size) =
-                store.write_blob(&*file, Some(&summary.diff_id), Some(summary.size))?;
-            let blob = LayerBlob {
-                digest,
-                size,
-                media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
-            };
+            let (summary, blob) = store_layer_tar(store, self.dir, &options, None)?;
             (summary, Some(blob))
         } else {
-            let summary = write_diff(self.dir, std::io::sink(), &options).map_err(diff_err)?;
+            let summary =
+                write_diff(self.dir, std::io::sink(), &options).map_err(|source| Error::Diff {
+                    path: self.dir.to_owned(),
+                    source,
+                })?;
             (summary, None)
         };
         let chain_id = self.parent.chain_id_with(&summary.diff_id);
@@ -109,14 +88,31 @@ pub fn layer_blob(store: &Store, layer: &Layer) -> Result<LayerBlob> {
     if let Some(b) = &layer.blob {
         return Ok(b.clone());
     }
-    let blob = |size| LayerBlob {
-        digest: layer.diff_id.clone(),
-        size,
-        media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
-    };
     if let Ok(size) = store.blob_size(&layer.diff_id) {
-        return Ok(blob(size));
+        return Ok(LayerBlob {
+            digest: layer.diff_id.clone(),
+            size,
+            media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
+        });
     }
+    let (_, blob) = store_layer_tar(
+        store,
+        &layer.snapshot_dir,
+        &DiffOptions::default(),
+        Some(&layer.diff_id),
+    )?;
+    Ok(blob)
+}
+
+/// Writes the layer tar of `dir` into the store as an uncompressed blob
+/// (through a temp file in the store's ingest directory), verified
+/// against `expected` or else the tar's own diff id.
+fn store_layer_tar(
+    store: &Store,
+    dir: &Path,
+    options: &DiffOptions,
+    expected: Option<&Digest>,
+) -> Result<(kiln_runtime::DiffSummary, LayerBlob)> {
     let ingest = store.ingest_dir();
     let mut tmp = tempfile::Builder::new()
         .prefix("layer-")
@@ -125,21 +121,24 @@ pub fn layer_blob(store: &Store, layer: &Layer) -> Result<LayerBlob> {
     let tmp_path = tmp.path().to_owned();
     let summary = {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        let s =
-            write_diff(&layer.snapshot_dir, &mut w, &DiffOptions::default()).map_err(|source| {
-                Error::Diff {
-                    path: layer.snapshot_dir.clone(),
-                    source,
-                }
-            })?;
+        let s = write_diff(dir, &mut w, options).map_err(|source| Error::Diff {
+            path: dir.to_owned(),
+            source,
+        })?;
         w.flush().map_err(|e| Error::io("write", &tmp_path, e))?;
         s
     };
     let file = tmp.as_file_mut();
     file.rewind()
         .map_err(|e| Error::io("rewind", &tmp_path, e))?;
-    let (_, size) = store.write_blob(&*file, Some(&layer.diff_id), Some(summary.size))?;
-    Ok(blob(size))
+    let expected = expected.unwrap_or(&summary.diff_id);
+    let (digest, size) = store.write_blob(&*file, Some(expected), Some(summary.size))?;
+    let blob = LayerBlob {
+        digest,
+        size,
+        media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
+    };
+    Ok((summary, blob))
 }
 
 /// Removes `placeholders` (relative to `upper`) that are still empty,
