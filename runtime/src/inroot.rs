@@ -26,7 +26,7 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
     out
 }
 
-fn open_root(root: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_root(root: &Path) -> io::Result<OwnedFd> {
     rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -35,7 +35,8 @@ fn open_root(root: &Path) -> io::Result<OwnedFd> {
     .map_err(io::Error::from)
 }
 
-fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+/// `rel` opened below `root` with symlinks and `..` resolved inside it.
+pub(crate) fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {

@@ -8,7 +8,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::inroot;
 
@@ -20,23 +20,9 @@ pub(crate) fn populate(rootfs: &Path, target: &Path, volume: &Path) -> io::Resul
     if fs::read_dir(volume)?.next().is_some() {
         return Ok(false);
     }
-    let root = rustix::fs::open(
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let rel = inroot::clean(target);
-    let dir = match rustix::fs::openat2(
-        &root,
-        if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &rel
-        },
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    ) {
+    let root = inroot::open_root(rootfs)?;
+    let flags = OFlags::PATH | OFlags::DIRECTORY;
+    let dir = match inroot::open_in(&root, &inroot::clean(target), flags) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(false),
         Err(e) => return Err(e.into()),
