@@ -149,15 +149,18 @@ pub fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
 /// Copies the window size of terminal `from` to terminal `to`.
 pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     use nix::libc;
-    // SAFETY: winsize is plain old data; TIOCGWINSZ fills it and
-    // TIOCSWINSZ reads it, both on descriptors borrowed for the call.
+    let Some((rows, cols)) = window_size(from) else {
+        return;
+    };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize passed, on a borrowed descriptor.
     unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0
-            && (ws.ws_row > 0 || ws.ws_col > 0)
-        {
-            libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
+        libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws);
     }
 }
 
