@@ -372,7 +372,7 @@ pub fn commit_image(
     let todo: Vec<usize> = (0..layers.len())
         .filter(|&i| !matches!(layers[i].source, LayerSource::Existing { .. }))
         .collect();
-    let width = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let width = threads.max(1) * 2;
     for batch in todo.chunks(width) {
         std::thread::scope(|scope| {
             let running: Vec<_> = batch
