@@ -145,6 +145,7 @@ fn main() -> ExitCode {
         .get(1)
         .is_some_and(|a| a == kiln_runtime::embedded::HELPER_SUBCOMMAND)
     {
+        init_helper_logging();
         let code = kiln_runtime::embedded::main(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
@@ -198,6 +199,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => render::report(&e),
     }
+}
+
+/// `KILN_OCI_LOG=FILE`: the embedded runtime's helper (and libcontainer
+/// under it) appends its trace-level log to FILE, with wall-clock times
+/// (to line up with the container's steps). For debugging only.
+fn init_helper_logging() {
+    let Some(path) = std::env::var_os("KILN_OCI_LOG") else {
+        return;
+    };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .init();
 }
 
 fn init_logging(level: &str) {

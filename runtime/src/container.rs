@@ -216,6 +216,9 @@ impl Runtime {
                 reason: format!("{} is not an absolute path", req.cwd.display()),
             });
         }
+        // Before the mount and spec work, so the first grace period
+        // overlaps it (see cgroup_warm).
+        crate::cgroup_warm::warm_up();
         let dir = tempfile::Builder::new()
             .prefix("k")
             .rand_bytes(15)

@@ -20,6 +20,8 @@
 //!   or a runc-compatible binary.
 //! - [`runc`]: `runc run` in the foreground with streamed output (also
 //!   how the embedded runtime's helper is driven).
+//! - [`cgroup_warm`]: keeps container starts from waiting on the
+//!   kernel's cgroup-migration lock.
 //! - [`diff`]: an upper directory as a deterministic OCI layer tar.
 //! - [`Runtime::run`]: all of it for one [`ExecRequest`].
 //! - [`container`]: long-lived containers (`kiln run`, `ps`, `stop`, `logs`,
@@ -40,6 +42,7 @@
 //! Everything here needs root (mounts, the OCI runtime).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cgroup_warm;
 pub mod console;
 pub mod container;
 pub mod diff;

@@ -240,6 +240,10 @@ impl Runc {
     /// `runc delete --force ID`; a container that does not exist is not an
     /// error.
     pub async fn delete_force(&self, id: &str) -> Result<()> {
+        // No state directory: nothing to delete (one process less).
+        if !self.root.join(id).exists() {
+            return Ok(());
+        }
         let mut cmd = self.command();
         cmd.arg("delete").arg("--force").arg(id);
         match self.management("delete", id, cmd).await {

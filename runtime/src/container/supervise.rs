@@ -123,6 +123,8 @@ async fn run(
     record: &super::ContainerRecord,
     attach: Attach,
 ) -> Result<Outcome> {
+    // Before the mount and spec work (see cgroup_warm).
+    crate::cgroup_warm::warm_up();
     let id = record.id.as_str();
     let dir = containers.dir(id);
     for lower in &record.lowers {
