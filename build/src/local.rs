@@ -12,10 +12,11 @@
 //!
 //! The cache key is content-based; see the crate documentation.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::PathMatcher;
@@ -49,8 +50,44 @@ pub(crate) struct Entry {
     /// Relative, slash-separated, never empty.
     pub rel: String,
     pub kind: Kind,
-    pub meta: fs::Metadata,
+    pub meta: Meta,
     pub target: Option<PathBuf>,
+}
+
+/// The stat data a selection keeps of an entry (small: a large context
+/// holds tens of thousands).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    /// What the stat cache trusts (and the full `st_mode`).
+    key: StatKey,
+    rdev: u64,
+}
+
+impl Meta {
+    fn of(meta: &fs::Metadata) -> Meta {
+        Meta {
+            key: StatKey::of(meta),
+            rdev: meta.rdev(),
+        }
+    }
+
+    /// Permission bits, with setuid, setgid and sticky.
+    pub(crate) fn perm(&self) -> u32 {
+        self.key.mode & 0o7777
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.key.mode & 0o170000 == 0o010000
+    }
+
+    /// Modification time: seconds and nanoseconds.
+    fn mtime(&self) -> (i64, i64) {
+        let ns = self.key.mtime_ns;
+        (
+            i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX),
+            i64::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+        )
+    }
 }
 
 /// The selection parameters of a local source.
@@ -149,6 +186,10 @@ pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
 }
 
 /// Returns whether anything at or below `dir` was selected.
+///
+/// Entries are stat'ed relative to their directory's handle (no path
+/// lookup from the root per file), and subdirectories are walked in
+/// parallel; the output keeps the sorted depth-first order.
 fn walk(
     root: &Path,
     dir: &str,
@@ -158,19 +199,32 @@ fn walk(
     follow: &[String],
     out: &mut Vec<Entry>,
 ) -> Result<bool> {
+    use rayon::prelude::*;
+
     let host = if dir.is_empty() {
         root.to_owned()
     } else {
         root.join(dir)
     };
-    let mut names: Vec<_> = fs::read_dir(&host)
+    let mut dirents: Vec<(std::ffi::OsString, fs::DirEntry)> = fs::read_dir(&host)
         .map_err(|e| Error::io("read directory", &host, e))?
-        .map(|e| e.map(|e| e.file_name()))
+        .map(|e| e.map(|e| (e.file_name(), e)))
         .collect::<io::Result<_>>()
         .map_err(|e| Error::io("read directory", &host, e))?;
-    names.sort();
-    let mut any = false;
-    for name in names {
+    dirents.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+
+    /// A selected entry, or a directory whose contents are still to walk.
+    enum Item {
+        Done(Entry),
+        Dir {
+            entry: Entry,
+            f_all: bool,
+            i_all: bool,
+            selected_fully: bool,
+        },
+    }
+    let mut items = Vec::with_capacity(dirents.len());
+    for (name, dirent) in dirents {
         let Some(name) = name.to_str() else {
             tracing::warn!(dir = %host.display(), name = ?name, "skipping a file name that is not UTF-8");
             continue;
@@ -180,9 +234,11 @@ fn walk(
         } else {
             format!("{dir}/{name}")
         };
-        let path = host.join(name);
-        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
-        let ft = meta.file_type();
+        let stat = dirent
+            .metadata()
+            .map_err(|e| Error::io("stat", &dirent.path(), e))?;
+        let ft = stat.file_type();
+        let meta = Meta::of(&stat);
         let is_dir = ft.is_dir();
         let f = if follow_all {
             Some(true)
@@ -202,25 +258,24 @@ fn walk(
         }
         let selected_fully = f_all && i_all && !excluded;
         if is_dir {
-            let pos = out.len();
-            out.push(Entry {
-                rel: rel.clone(),
-                kind: Kind::Dir,
-                meta,
-                target: None,
+            items.push(Item::Dir {
+                entry: Entry {
+                    rel,
+                    kind: Kind::Dir,
+                    meta,
+                    target: None,
+                },
+                f_all,
+                i_all,
+                selected_fully,
             });
-            let inner = walk(root, &rel, f_all, i_all, sel, follow, out)?;
-            if !selected_fully && !inner {
-                out.truncate(pos);
-                continue;
-            }
-            any = true;
             continue;
         }
         if !selected_fully {
             continue;
         }
         let (kind, target) = if ft.is_symlink() {
+            let path = dirent.path();
             let t = fs::read_link(&path).map_err(|e| Error::io("read link", &path, e))?;
             (Kind::Symlink, Some(t))
         } else if ft.is_file() {
@@ -228,19 +283,62 @@ fn walk(
         } else {
             (Kind::Other, None)
         };
-        out.push(Entry {
+        items.push(Item::Done(Entry {
             rel,
             kind,
             meta,
             target,
-        });
-        any = true;
+        }));
+    }
+
+    // The subdirectories, each into its own list, side by side.
+    let subdirs: Vec<(&str, bool, bool)> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Dir {
+                entry,
+                f_all,
+                i_all,
+                ..
+            } => Some((entry.rel.as_str(), *f_all, *i_all)),
+            Item::Done(_) => None,
+        })
+        .collect();
+    let inner: Vec<(Vec<Entry>, bool)> = subdirs
+        .into_par_iter()
+        .map(|(rel, f_all, i_all)| {
+            let mut sub = Vec::new();
+            walk(root, rel, f_all, i_all, sel, follow, &mut sub).map(|any| (sub, any))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut any = false;
+    let mut inner = inner.into_iter();
+    for item in items {
+        match item {
+            Item::Done(entry) => {
+                out.push(entry);
+                any = true;
+            }
+            Item::Dir {
+                entry,
+                selected_fully,
+                ..
+            } => {
+                let (sub, sub_any) = inner.next().unwrap_or_default();
+                if selected_fully || sub_any {
+                    out.push(entry);
+                    out.extend(sub);
+                    any = true;
+                }
+            }
+        }
     }
     Ok(any)
 }
 
 /// Stat data that, unchanged, lets a file's content hash be reused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StatKey {
     size: u64,
     mtime_ns: i128,
@@ -264,31 +362,30 @@ impl StatKey {
 #[derive(Clone, Debug)]
 struct StatEntry {
     stat: StatKey,
-    hash: String,
+    /// BLAKE3 of the contents.
+    hash: [u8; 32],
 }
 
 /// The persistent stat cache of one directory: relative path → stat data
 /// and content hash. A text file, one entry a line after a version line:
 /// `<hash> <size> <mtime-ns> <ctime-ns> <ino> <mode> <path>`, the path as a
 /// JSON string when it holds a newline, backslash or quote. Any unreadable
-/// file is an empty cache (it only costs re-reading files).
+/// file is an empty cache (it only costs re-reading files). Paths borrow
+/// from the file's text: reading it allocates little.
 #[derive(Debug, Default)]
-struct StatCache {
-    files: BTreeMap<String, StatEntry>,
+struct StatCache<'t> {
+    files: HashMap<Cow<'t, str>, StatEntry>,
 }
 
 const STAT_CACHE_HEADER: &str = "kiln-statcache v2";
 
-impl StatCache {
-    fn read(path: &Path) -> StatCache {
-        let Ok(text) = fs::read_to_string(path) else {
-            return StatCache::default();
-        };
+impl<'t> StatCache<'t> {
+    fn parse(path: &Path, text: &'t str) -> StatCache<'t> {
         let mut lines = text.lines();
         if lines.next() != Some(STAT_CACHE_HEADER) {
             return StatCache::default();
         }
-        let mut files = BTreeMap::new();
+        let mut files = HashMap::with_capacity(text.len() / 120);
         for line in lines {
             match Self::parse_line(line) {
                 Some((rel, entry)) => {
@@ -303,9 +400,10 @@ impl StatCache {
         StatCache { files }
     }
 
-    fn parse_line(line: &str) -> Option<(String, StatEntry)> {
+    fn parse_line(line: &'t str) -> Option<(Cow<'t, str>, StatEntry)> {
         let mut it = line.splitn(7, ' ');
-        let hash = it.next()?.to_owned();
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(it.next()?, &mut hash).ok()?;
         let stat = StatKey {
             size: it.next()?.parse().ok()?,
             mtime_ns: it.next()?.parse().ok()?,
@@ -315,9 +413,9 @@ impl StatCache {
         };
         let rel = it.next()?;
         let rel = if rel.starts_with('"') {
-            serde_json::from_str(rel).ok()?
+            Cow::Owned(serde_json::from_str(rel).ok()?)
         } else {
-            rel.to_owned()
+            Cow::Borrowed(rel)
         };
         Some((rel, StatEntry { stat, hash }))
     }
@@ -327,12 +425,19 @@ impl StatCache {
         let mut out = String::with_capacity(64 + self.files.len() * 128);
         out.push_str(STAT_CACHE_HEADER);
         out.push('\n');
+        let mut hex = [0u8; 64];
         for (rel, e) in &self.files {
             let s = &e.stat;
+            let _ = hex::encode_to_slice(e.hash, &mut hex);
             let _ = write!(
                 out,
                 "{} {} {} {} {} {} ",
-                e.hash, s.size, s.mtime_ns, s.ctime_ns, s.ino, s.mode
+                std::str::from_utf8(&hex).unwrap_or_default(),
+                s.size,
+                s.mtime_ns,
+                s.ctime_ns,
+                s.ino,
+                s.mode
             );
             if rel.contains(['\n', '\r', '\\', '"']) || rel.starts_with('"') {
                 out.push_str(&serde_json::to_string(rel).unwrap_or_default());
@@ -344,53 +449,174 @@ impl StatCache {
         out
     }
 
-    /// Replaces `path` (temp file and rename; no fsync: a cache).
     fn write(&self, path: &Path) {
-        use std::io::Write;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let r = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .and_then(|mut tmp| {
-                tmp.write_all(self.encode().as_bytes())?;
-                tmp.persist(path).map_err(|e| e.error)?;
-                Ok(())
-            });
-        if let Err(e) = r {
-            tracing::warn!(path = %path.display(), error = %e, "could not write the stat cache");
+        write_cache_file(path, self.encode().as_bytes());
+    }
+}
+
+/// Replaces `path` with `bytes` (temp file and rename; no fsync: a cache,
+/// which a crash may leave damaged, read then as empty).
+fn write_cache_file(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let r = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .and_then(|mut tmp| {
+            tmp.write_all(bytes)?;
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(())
+        });
+    if let Err(e) = r {
+        tracing::warn!(path = %path.display(), error = %e, "could not write a cache file");
+    }
+}
+
+const QUICK_DOMAIN: &[u8] = b"kiln.local.quick.v1\0";
+const QUICK_HEADER: &str = "kiln-quick v1 ";
+
+/// A digest of a selection's stat data: paths, types, modes, symlink
+/// targets, device numbers, and for files the stat data the stat cache
+/// trusts (size, times, inode, mode). Equal digests mean equal content
+/// keys under the stat cache's own trust, without reading the stat cache
+/// or any file: an unchanged large context is re-keyed by one pass over
+/// its stat data.
+pub(crate) fn quick_digest(entries: &[Entry], ignore_modes: bool) -> [u8; 32] {
+    // Hashed in 64 KiB runs: many tiny updates are slower.
+    let mut h = blake3::Hasher::new();
+    let mut buf = Vec::with_capacity(1 << 16);
+    buf.extend_from_slice(QUICK_DOMAIN);
+    buf.push(u8::from(ignore_modes));
+    for e in entries {
+        if buf.len() > (1 << 16) - 4096 {
+            h.update(&buf);
+            buf.clear();
+        }
+        buf.extend_from_slice(&(e.rel.len() as u64).to_le_bytes());
+        buf.extend_from_slice(e.rel.as_bytes());
+        buf.push(e.kind.code());
+        buf.extend_from_slice(&e.meta.key.mode.to_le_bytes());
+        match e.kind {
+            Kind::File => {
+                let k = e.meta.key;
+                buf.extend_from_slice(&k.size.to_le_bytes());
+                buf.extend_from_slice(&k.mtime_ns.to_le_bytes());
+                buf.extend_from_slice(&k.ctime_ns.to_le_bytes());
+                buf.extend_from_slice(&k.ino.to_le_bytes());
+            }
+            Kind::Symlink => {
+                let t = e.target.as_deref().unwrap_or(Path::new(""));
+                let t = t.as_os_str().as_encoded_bytes();
+                buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                buf.extend_from_slice(t);
+            }
+            Kind::Other => buf.extend_from_slice(&e.meta.rdev.to_le_bytes()),
+            Kind::Dir => {}
         }
     }
+    h.update(&buf);
+    *h.finalize().as_bytes()
+}
+
+/// The content key recorded at `path` for the quick digest `quick`, if
+/// it is the one recorded.
+pub(crate) fn recorded_quick_key(path: &Path, quick: &[u8; 32]) -> Option<[u8; 32]> {
+    let text = fs::read_to_string(path).ok()?;
+    let (q, k) = text
+        .trim_end()
+        .strip_prefix(QUICK_HEADER)?
+        .split_once(' ')?;
+    let mut recorded = [0u8; 32];
+    hex::decode_to_slice(q, &mut recorded).ok()?;
+    if &recorded != quick {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(k, &mut key).ok()?;
+    Some(key)
+}
+
+/// Records that the quick digest `quick` gives the content key `key`.
+pub(crate) fn record_quick_key(path: &Path, quick: &[u8; 32], key: &[u8; 32]) {
+    let text = format!(
+        "{QUICK_HEADER}{} {}\n",
+        hex::encode(quick),
+        hex::encode(key)
+    );
+    write_cache_file(path, text.as_bytes());
 }
 const LOCAL_KEY_DOMAIN: &[u8] = b"kiln.local.v1\0";
 
+/// BLAKE3 of a file's contents.
+fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    let f = fs::File::open(path).map_err(|err| Error::io("open", path, err))?;
+    let mut fh = blake3::Hasher::new();
+    fh.update_reader(f)
+        .map_err(|err| Error::io("read", path, err))?;
+    Ok(*fh.finalize().as_bytes())
+}
+
 /// The content key of a selection (blocking) and the content hashes of
-/// its files (hex; empty for other entries), in `entries` order.
+/// its files (`None` for other entries), in `entries` order.
 /// `stat_cache` is the persistent stat cache file for this directory.
 pub(crate) fn content_key(
     root: &Path,
     entries: &[Entry],
     stat_cache: &Path,
     ignore_modes: bool,
-) -> Result<([u8; 32], Vec<String>)> {
-    let mut cache = StatCache::read(stat_cache);
+) -> Result<([u8; 32], Vec<Option<[u8; 32]>>)> {
+    use rayon::prelude::*;
+
+    let text = fs::read_to_string(stat_cache).unwrap_or_default();
+    let mut cache = StatCache::parse(stat_cache, &text);
+    // File hashes: from the stat cache when the stat data is unchanged,
+    // else read (in parallel).
+    let mut hashes: Vec<Option<[u8; 32]>> = entries
+        .iter()
+        .map(|e| match e.kind {
+            Kind::File => cache
+                .files
+                .get(e.rel.as_str())
+                .filter(|c| c.stat == e.meta.key)
+                .map(|c| c.hash),
+            _ => None,
+        })
+        .collect();
+    let stale: Vec<usize> = entries
+        .iter()
+        .zip(&hashes)
+        .enumerate()
+        .filter(|(_, (e, h))| e.kind == Kind::File && h.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let fresh: Vec<[u8; 32]> = stale
+        .par_iter()
+        .map(|&i| hash_file(&root.join(&entries[i].rel)))
+        .collect::<Result<_>>()?;
+    for (&i, hash) in stale.iter().zip(fresh) {
+        let e = &entries[i];
+        hashes[i] = Some(hash);
+        cache.files.insert(
+            Cow::Owned(e.rel.clone()),
+            StatEntry {
+                stat: e.meta.key,
+                hash,
+            },
+        );
+    }
+
     let mut h = blake3::Hasher::new();
     h.update(LOCAL_KEY_DOMAIN);
-    let mut rehashed = 0usize;
-    let mut hashes = Vec::with_capacity(entries.len());
-    for e in entries {
+    let mut hex = [0u8; 64];
+    for (e, file_hash) in entries.iter().zip(&hashes) {
         h.update(&(e.rel.len() as u64).to_le_bytes());
         h.update(e.rel.as_bytes());
         h.update(&[e.kind.code()]);
         // Every mode is set by the consumer when `ignore_modes` (an octal
         // `--chmod`), so a source mode change cannot change the result.
-        let mode = if ignore_modes {
-            0
-        } else {
-            e.meta.permissions().mode() & 0o7777
-        };
+        let mode = if ignore_modes { 0 } else { e.meta.perm() };
         h.update(&mode.to_le_bytes());
         h.update(&[u8::from(ignore_modes)]);
-        let mut file_hash = String::new();
         match e.kind {
             Kind::Symlink => {
                 let t = e.target.as_deref().unwrap_or(Path::new(""));
@@ -399,40 +625,20 @@ pub(crate) fn content_key(
                 h.update(t);
             }
             Kind::File => {
-                let stat = StatKey::of(&e.meta);
-                file_hash = match cache.files.get(&e.rel) {
-                    Some(c) if c.stat == stat => c.hash.clone(),
-                    _ => {
-                        rehashed += 1;
-                        let path = root.join(&e.rel);
-                        let f =
-                            fs::File::open(&path).map_err(|err| Error::io("open", &path, err))?;
-                        let mut fh = blake3::Hasher::new();
-                        fh.update_reader(f)
-                            .map_err(|err| Error::io("read", &path, err))?;
-                        let hash = fh.finalize().to_hex().to_string();
-                        cache.files.insert(
-                            e.rel.clone(),
-                            StatEntry {
-                                stat,
-                                hash: hash.clone(),
-                            },
-                        );
-                        hash
-                    }
-                };
-                h.update(&e.meta.len().to_le_bytes());
-                h.update(file_hash.as_bytes());
+                h.update(&e.meta.key.size.to_le_bytes());
+                // As lowercase hex, as keys always had it (another form
+                // would miss every context already cached).
+                let _ = hex::encode_to_slice(file_hash.unwrap_or_default(), &mut hex);
+                h.update(&hex);
             }
             Kind::Other => {
-                h.update(&e.meta.rdev().to_le_bytes());
+                h.update(&e.meta.rdev.to_le_bytes());
             }
             Kind::Dir => {}
         }
-        hashes.push(file_hash);
     }
-    tracing::debug!(root = %root.display(), entries = entries.len(), rehashed, "hashed local source");
-    if rehashed > 0 {
+    tracing::debug!(root = %root.display(), entries = entries.len(), rehashed = stale.len(), "hashed local source");
+    if !stale.is_empty() {
         // Entries this selection did not cover stay: several selections
         // of one directory share the cache. (So entries of deleted files
         // stay until the path is hashed again.)
@@ -443,16 +649,19 @@ pub(crate) fn content_key(
 
 /// How one selected entry is described in a selection record: what the
 /// content key covers, as text (`f644:<hash>`, `d755`, `l777:<target>`).
-fn describe(e: &Entry, hash: &str) -> String {
-    let mode = e.meta.permissions().mode() & 0o7777;
+fn describe(e: &Entry, hash: Option<&[u8; 32]>) -> String {
+    let mode = e.meta.perm();
     match e.kind {
         Kind::Dir => format!("d{mode:o}"),
-        Kind::File => format!("f{mode:o}:{hash}"),
+        Kind::File => format!(
+            "f{mode:o}:{}",
+            hex::encode(hash.copied().unwrap_or_default())
+        ),
         Kind::Symlink => format!(
             "l{mode:o}:{}",
             e.target.as_deref().unwrap_or(Path::new("")).display()
         ),
-        Kind::Other => format!("o{mode:o}:{}", e.meta.rdev()),
+        Kind::Other => format!("o{mode:o}:{}", e.meta.rdev),
     }
 }
 
@@ -481,7 +690,7 @@ pub(crate) fn diff_selection(
     record: &Path,
     key: &[u8; 32],
     entries: &[Entry],
-    hashes: &[String],
+    hashes: &[Option<[u8; 32]>],
 ) -> Option<String> {
     let key_hex = hex::encode(key);
     let previous = recorded_key(record);
@@ -491,7 +700,7 @@ pub(crate) fn diff_selection(
     let current: BTreeMap<&str, String> = entries
         .iter()
         .zip(hashes)
-        .map(|(e, hash)| (e.rel.as_str(), describe(e, hash)))
+        .map(|(e, hash)| (e.rel.as_str(), describe(e, hash.as_ref())))
         .collect();
     let old: Option<BTreeMap<String, String>> = previous.and_then(|_| {
         let text = fs::read_to_string(record).ok()?;
@@ -540,7 +749,7 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
             }
             Kind::File => {
                 fs::copy(&src, &dst).map_err(|err| Error::io("copy", &src, err))?;
-                fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.mode() & 0o7777))
+                fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.perm()))
                     .map_err(|err| Error::io("set permissions of", &dst, err))?;
             }
             Kind::Symlink => {
@@ -549,12 +758,12 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
                     .map_err(|err| Error::io("create symlink", &dst, err))?;
             }
             Kind::Other => {
-                if e.meta.file_type().is_fifo() {
+                if e.meta.is_fifo() {
                     rustix::fs::mknodat(
                         rustix::fs::CWD,
                         &dst,
                         rustix::fs::FileType::Fifo,
-                        rustix::fs::Mode::from_raw_mode(e.meta.mode() & 0o7777),
+                        rustix::fs::Mode::from_raw_mode(e.meta.perm()),
                         0,
                     )
                     .map_err(|err| Error::io("create fifo", &dst, err.into()))?;
@@ -563,13 +772,13 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
                 }
             }
         }
-        crate::copy::set_owner_times(&dst, 0, 0, Some((e.meta.mtime(), e.meta.mtime_nsec())))?;
+        crate::copy::set_owner_times(&dst, 0, 0, Some(e.meta.mtime()))?;
     }
     for e in dirs.iter().rev() {
         let dst = dest.join(&e.rel);
-        fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.mode() & 0o7777))
+        fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.perm()))
             .map_err(|err| Error::io("set permissions of", &dst, err))?;
-        crate::copy::set_owner_times(&dst, 0, 0, Some((e.meta.mtime(), e.meta.mtime_nsec())))?;
+        crate::copy::set_owner_times(&dst, 0, 0, Some(e.meta.mtime()))?;
     }
     Ok(())
 }
@@ -633,14 +842,16 @@ mod tests {
         let entries = select(&root, &sel).unwrap();
         let sc = dir.path().join("statcache");
         let (k1, hashes) = content_key(&root, &entries, &sc, false).unwrap();
-        let cache = StatCache::read(&sc);
+        let text = fs::read_to_string(&sc).unwrap();
+        let cache = StatCache::parse(&sc, &text);
         let files: Vec<&Entry> = entries.iter().filter(|e| e.kind == Kind::File).collect();
         assert_eq!(cache.files.len(), files.len());
         for (e, hash) in entries.iter().zip(&hashes) {
             if e.kind == Kind::File {
-                let c = &cache.files[&e.rel];
-                assert_eq!(c.stat, StatKey::of(&e.meta), "{}", e.rel);
-                assert_eq!(&c.hash, hash);
+                let c = &cache.files[e.rel.as_str()];
+                assert_eq!(c.stat, e.meta.key, "{}", e.rel);
+                assert_eq!(Some(c.hash), *hash);
+                assert_eq!(c.hash, *blake3::hash(e.rel.as_bytes()).as_bytes());
             }
         }
         // Unchanged: nothing is rewritten, the key stays.
@@ -649,8 +860,9 @@ mod tests {
         assert_eq!(k1, k2);
         assert_eq!(fs::metadata(&sc).unwrap().modified().unwrap(), before);
         // A damaged cache is an empty one.
-        fs::write(&sc, "kiln-statcache v2\nnot a line\n").unwrap();
-        assert!(StatCache::read(&sc).files.is_empty());
+        let damaged = "kiln-statcache v2\nnot a line\n";
+        assert!(StatCache::parse(&sc, damaged).files.is_empty());
+        fs::write(&sc, damaged).unwrap();
         assert_eq!(content_key(&root, &entries, &sc, false).unwrap().0, k1);
     }
 

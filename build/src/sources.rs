@@ -203,12 +203,9 @@ pub(crate) fn local_key(shared: &Shared, spec: &LocalSpec) -> Result<([u8; 32], 
     let entries = local_entries(shared, spec)?;
     let canon = fs::canonicalize(&spec.dir).unwrap_or_else(|_| spec.dir.clone());
     let tag = blake3::hash(canon.as_os_str().as_encoded_bytes()).to_hex();
-    let stat_cache = shared
-        .build_dir
-        .join(format!("statcache-{}.json", &tag[..16]));
-    let (key, hashes) = local::content_key(&spec.dir, &entries, &stat_cache, spec.ignore_modes)?;
-    // The previous selection with the same parameters, beside the stat
-    // cache: `statcache-<dir>.sel-<selection>`.
+    // Beside the directory's stat cache, per selection (same parameters):
+    // the previous build's selection (`.sel-`, for what changed) and the
+    // stat digest it had (`.quick`).
     let mut sel = blake3::Hasher::new();
     for list in [&spec.follow, &spec.include, &spec.exclude] {
         sel.update(&(list.len() as u64).to_le_bytes());
@@ -218,9 +215,21 @@ pub(crate) fn local_key(shared: &Shared, spec: &LocalSpec) -> Result<([u8; 32], 
         }
     }
     let sel = sel.finalize().to_hex();
-    let record = shared
-        .build_dir
-        .join(format!("statcache-{}.sel-{}", &tag[..16], &sel[..16]));
+    let base = format!("statcache-{}", &tag[..16]);
+    let record = shared.build_dir.join(format!("{base}.sel-{}", &sel[..16]));
+    let quick_file = shared.build_dir.join(format!(
+        "{base}.sel-{}.quick{}",
+        &sel[..16],
+        if spec.ignore_modes { "-m" } else { "" }
+    ));
+    let quick = local::quick_digest(&entries, spec.ignore_modes);
+    if let Some(key) = local::recorded_quick_key(&quick_file, &quick) {
+        tracing::debug!(root = %spec.dir.display(), entries = entries.len(), "local source unchanged since the last build");
+        return Ok((key, None));
+    }
+    let stat_cache = shared.build_dir.join(format!("{base}.json"));
+    let (key, hashes) = local::content_key(&spec.dir, &entries, &stat_cache, spec.ignore_modes)?;
+    local::record_quick_key(&quick_file, &quick, &key);
     let change = local::diff_selection(&spec.name, &record, &key, &entries, &hashes);
     Ok((key, change))
 }
