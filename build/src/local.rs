@@ -236,7 +236,7 @@ fn walk(
         };
         let stat = dirent
             .metadata()
-            .map_err(|e| Error::io("stat", &dirent.path(), e))?;
+            .map_err(|e| Error::io("stat", dirent.path(), e))?;
         let ft = stat.file_type();
         let meta = Meta::of(&stat);
         let is_dir = ft.is_dir();
@@ -547,6 +547,9 @@ pub(crate) fn record_quick_key(path: &Path, quick: &[u8; 32], key: &[u8; 32]) {
 }
 const LOCAL_KEY_DOMAIN: &[u8] = b"kiln.local.v1\0";
 
+/// A selected entry's content hash (`None` for all but files).
+pub(crate) type FileHash = Option<[u8; 32]>;
+
 /// BLAKE3 of a file's contents.
 fn hash_file(path: &Path) -> Result<[u8; 32]> {
     let f = fs::File::open(path).map_err(|err| Error::io("open", path, err))?;
@@ -564,14 +567,14 @@ pub(crate) fn content_key(
     entries: &[Entry],
     stat_cache: &Path,
     ignore_modes: bool,
-) -> Result<([u8; 32], Vec<Option<[u8; 32]>>)> {
+) -> Result<([u8; 32], Vec<FileHash>)> {
     use rayon::prelude::*;
 
     let text = fs::read_to_string(stat_cache).unwrap_or_default();
     let mut cache = StatCache::parse(stat_cache, &text);
     // File hashes: from the stat cache when the stat data is unchanged,
     // else read (in parallel).
-    let mut hashes: Vec<Option<[u8; 32]>> = entries
+    let mut hashes: Vec<FileHash> = entries
         .iter()
         .map(|e| match e.kind {
             Kind::File => cache
@@ -690,7 +693,7 @@ pub(crate) fn diff_selection(
     record: &Path,
     key: &[u8; 32],
     entries: &[Entry],
-    hashes: &[Option<[u8; 32]>],
+    hashes: &[FileHash],
 ) -> Option<String> {
     let key_hex = hex::encode(key);
     let previous = recorded_key(record);
