@@ -25,9 +25,11 @@
 //!   worker), whose output does not depend on the number of workers.
 //!   (Single-threaded mode, zero workers, would give other bytes.)
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use gzp::ZWriter;
@@ -346,6 +348,9 @@ const INDEX_LOCK: &str = "compressed.lock";
 struct IndexFile {
     version: u32,
     entries: Vec<IndexEntry>,
+    /// How many entries the last pruning kept (see `try_record`).
+    #[serde(default)]
+    pruned_len: usize,
 }
 
 /// One compressed copy of an uncompressed layer.
@@ -367,15 +372,21 @@ struct IndexEntry {
 /// and otherwise ignored. Updates are read-modify-write under an `flock`
 /// on `compressed.lock`, and replace the file atomically (temp file in the
 /// same directory, fsync, rename, directory fsync). Entries whose blob was
-/// garbage-collected are dropped on each update.
+/// garbage-collected are dropped when the index has doubled since the last
+/// such pruning (one `stat` per entry, so not on every update).
+///
+/// One `CompressedIndex` reads the file once, at its first lookup: a
+/// commit looks up every layer.
 pub(crate) struct CompressedIndex {
     dir: PathBuf,
+    loaded: OnceLock<HashMap<Digest, Vec<IndexEntry>>>,
 }
 
 impl CompressedIndex {
     pub(crate) fn new(store: &Store) -> CompressedIndex {
         CompressedIndex {
             dir: store.root().join(INDEX_DIR),
+            loaded: OnceLock::new(),
         }
     }
 
@@ -415,11 +426,18 @@ impl CompressedIndex {
         codec: Codec,
         level: i32,
     ) -> Option<(Digest, u64)> {
-        let index = self.read();
-        let entry = index
-            .entries
-            .into_iter()
-            .find(|e| &e.diff_id == diff_id && e.compression == codec.name() && e.level == level)?;
+        let loaded = self.loaded.get_or_init(|| {
+            let mut by_diff_id: HashMap<Digest, Vec<IndexEntry>> = HashMap::new();
+            for e in self.read().entries {
+                by_diff_id.entry(e.diff_id.clone()).or_default().push(e);
+            }
+            by_diff_id
+        });
+        let entry = loaded
+            .get(diff_id)?
+            .iter()
+            .find(|e| e.compression == codec.name() && e.level == level)?
+            .clone();
         match store.blob_size(&entry.digest) {
             Ok(size) if size == entry.size => Some((entry.digest, entry.size)),
             Ok(size) => {
@@ -468,13 +486,18 @@ impl CompressedIndex {
                 size: *size,
             });
         }
-        index
-            .entries
-            .retain(|e| store.has_blob(&e.digest).unwrap_or(true));
+        // Pruning stats every entry's blob: only once the index has
+        // doubled since the last time (amortized constant per update).
+        if index.entries.len() >= 2 * index.pruned_len.max(32) {
+            index
+                .entries
+                .retain(|e| store.has_blob(&e.digest).unwrap_or(true));
+            index.pruned_len = index.entries.len();
+        }
         index.entries.sort_by(|a, b| {
             (&a.diff_id, &a.compression, a.level).cmp(&(&b.diff_id, &b.compression, b.level))
         });
-        let bytes = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?;
+        let bytes = serde_json::to_vec(&index).map_err(io::Error::other)?;
         write_atomic(&self.dir, &self.path(), &bytes)?;
         drop(lock);
         Ok(())
@@ -516,6 +539,37 @@ mod tests {
         reader.read_to_end(&mut out).unwrap();
         handle.join().unwrap();
         out
+    }
+
+    #[test]
+    fn index_lookups_and_amortized_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("root")).unwrap();
+        let diff = |i: usize| Digest::sha256(format!("layer {i}").as_bytes());
+        // One real compressed copy, then 70 whose blobs are gone.
+        let kept = store.write_blob_bytes(b"compressed").unwrap();
+        let index = CompressedIndex::new(&store);
+        index.record(&store, &[(diff(0), Codec::Gzip, 6, kept.clone(), 10)]);
+        let gone: Vec<_> = (1..=70)
+            .map(|i| (diff(i), Codec::Gzip, 6, diff(1000 + i), 5))
+            .collect();
+        index.record(&store, &gone[..20]);
+        // Under the pruning threshold: the stale entries stay.
+        assert_eq!(index.read().entries.len(), 21);
+        index.record(&store, &gone[20..]);
+        // Doubled past it: pruned down to the live entry.
+        let file = index.read();
+        assert_eq!(file.entries.len(), 1);
+        assert_eq!(file.pruned_len, 1);
+
+        let fresh = CompressedIndex::new(&store);
+        assert_eq!(
+            fresh.lookup(&store, &diff(0), Codec::Gzip, 6),
+            Some((kept, 10))
+        );
+        assert_eq!(fresh.lookup(&store, &diff(0), Codec::Zstd, 6), None);
+        assert_eq!(fresh.lookup(&store, &diff(0), Codec::Gzip, 9), None);
+        assert_eq!(fresh.lookup(&store, &diff(5), Codec::Gzip, 6), None);
     }
 
     #[test]
