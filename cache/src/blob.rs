@@ -172,6 +172,26 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// A writer for a blob whose digest its producer computes while
+    /// producing it (a layer tar written by kiln itself): the bytes go to a
+    /// temporary file in the store, and [`BlobWriter::commit_as`] makes
+    /// them the blob with that digest — one pass over the content instead
+    /// of writing it, reading it back and hashing it again. Never for
+    /// content from outside (use [`write_blob`](Self::write_blob), which
+    /// verifies).
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let ingest = self.ingest_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&ingest)
+            .map_err(|e| Error::io("create temporary file in", &ingest, e))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp,
+            size: 0,
+        })
+    }
+
     /// Stores `bytes` and returns their digest.
     pub fn write_blob_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::sha256(bytes);
@@ -201,7 +221,7 @@ impl Store {
         Ok(())
     }
 
-    fn existing_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+    pub(crate) fn existing_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = self.blob_path(digest);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
@@ -417,5 +437,54 @@ fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(
         };
         writer.write_all(&buf[..n])?;
         total += n as u64;
+    }
+}
+
+/// See [`Store::blob_writer`]. Dropped without a commit, it leaves nothing.
+pub struct BlobWriter {
+    store: Store,
+    tmp: tempfile::NamedTempFile,
+    size: u64,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tmp.as_file_mut().write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.as_file_mut().flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes what was written the blob `digest` (durably, as
+    /// [`Store::write_blob`] does) and returns its size. The caller
+    /// vouches that `digest` is the SHA-256 of exactly those bytes. A blob
+    /// already present with that digest is kept.
+    pub fn commit_as(self, digest: &Digest) -> Result<u64> {
+        check_sha256(digest)?;
+        if let Some(size) = self.store.existing_blob_size(digest)? {
+            if size != self.size {
+                return Err(Error::Verify {
+                    expected: digest.clone(),
+                    source: VerifyError::SizeMismatch {
+                        expected: size,
+                        actual: self.size,
+                    },
+                });
+            }
+            tracing::debug!(%digest, size, "blob already present");
+            return Ok(size);
+        }
+        self.store.commit_blob(self.tmp, digest, self.size)?;
+        Ok(self.size)
     }
 }

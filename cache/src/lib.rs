@@ -59,6 +59,7 @@ mod import;
 mod snapshot;
 mod store;
 
+pub use blob::BlobWriter;
 pub use check::{BlobRole, CheckReport, Finding, Issue, STALE_AGE};
 pub use compression::{Compression, decompress, sniff_compression};
 pub use error::{Error, ExtractError, Result};

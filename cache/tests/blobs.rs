@@ -232,3 +232,35 @@ fn interrupted_write_is_cleaned_up() {
     assert!(!stale.exists());
     assert!(store.list_blobs().unwrap().is_empty());
 }
+
+#[test]
+fn blob_writer_commits_what_its_producer_hashed() {
+    use std::io::Write;
+    let (_dir, store) = store();
+    let data = b"a layer tar, say".repeat(1000);
+    let digest = Digest::sha256(&data);
+
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(&data).unwrap();
+    assert_eq!(w.size(), data.len() as u64);
+    assert_eq!(w.commit_as(&digest).unwrap(), data.len() as u64);
+    assert_eq!(store.read_blob_bytes(&digest, 1 << 20).unwrap(), data);
+    assert!(ingest_is_empty(&store));
+
+    // Present already: kept, the new copy dropped.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(&data).unwrap();
+    assert_eq!(w.commit_as(&digest).unwrap(), data.len() as u64);
+    assert!(ingest_is_empty(&store));
+    // Present with another size: refused.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"short").unwrap();
+    assert!(w.commit_as(&digest).is_err());
+    assert!(ingest_is_empty(&store));
+
+    // Dropped without a commit: nothing stays.
+    let mut w = store.blob_writer().unwrap();
+    w.write_all(b"abandoned").unwrap();
+    drop(w);
+    assert!(ingest_is_empty(&store));
+}
