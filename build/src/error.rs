@@ -8,6 +8,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A snapshot's layer tar, written again, has another digest than its
+    /// recorded diff id.
+    #[error("the layer written from {} has digest {actual}, not its diff id {expected}", dir.display())]
+    LayerMismatch {
+        dir: PathBuf,
+        expected: kiln_oci::Digest,
+        actual: kiln_oci::Digest,
+    },
     /// A filesystem operation failed.
     #[error("failed to {action} {}", path.display())]
     Io {

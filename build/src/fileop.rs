@@ -39,7 +39,7 @@ pub(crate) fn run(env: &FileOpEnv<'_>, op: &FileOp, inputs: &[FsRef]) -> Result<
         .prefix("file-")
         .tempdir_in(env.tmp)
         .map_err(|e| Error::io("create temporary directory in", env.tmp, e))?;
-    let rootfs = OverlayRootfs::mount(work.path(), &base.lowers())?;
+    let rootfs = OverlayRootfs::mount_volatile(work.path(), &base.lowers())?;
     let root = rootfs.rootfs().to_owned();
     let mut views: HashMap<usize, View> = HashMap::new();
     let result = (|| -> Result<()> {

@@ -82,11 +82,13 @@ impl Records {
         };
         let mut layers = Vec::with_capacity(record.layers.len());
         for l in record.layers {
-            let snapshot_dir = self.store.snapshot_dir(&l.snapshot).join("fs");
-            if !snapshot_dir.is_dir() {
+            // Through the store: a snapshot published without sync before a
+            // restart is as good as missing.
+            let Some(snapshot) = self.store.snapshot(&l.snapshot)? else {
                 tracing::debug!(key = %key.short(), snapshot = %l.snapshot, "cache record refers to a missing snapshot");
                 return Ok(None);
-            }
+            };
+            let snapshot_dir = snapshot.fs;
             if let Some(blob) = &l.blob
                 && !self.store.has_blob(&blob.digest)?
             {

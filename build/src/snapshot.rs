@@ -10,7 +10,7 @@
 //! (same diff ids) and wins.
 
 use std::fs;
-use std::io::{BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -104,37 +104,39 @@ pub fn layer_blob(store: &Store, layer: &Layer) -> Result<LayerBlob> {
     Ok(blob)
 }
 
-/// Writes the layer tar of `dir` into the store as an uncompressed blob
-/// (through a temp file in the store's ingest directory), verified
-/// against `expected` or else the tar's own diff id.
+/// Writes the layer tar of `dir` into the store as an uncompressed blob,
+/// in one pass (the tar is hashed as it is written), checked against
+/// `expected` when given.
 fn store_layer_tar(
     store: &Store,
     dir: &Path,
     options: &DiffOptions,
     expected: Option<&Digest>,
 ) -> Result<(kiln_runtime::DiffSummary, LayerBlob)> {
-    let ingest = store.ingest_dir();
-    let mut tmp = tempfile::Builder::new()
-        .prefix("layer-")
-        .tempfile_in(&ingest)
-        .map_err(|e| Error::io("create temporary file in", &ingest, e))?;
-    let tmp_path = tmp.path().to_owned();
+    let mut blob = store.blob_writer()?;
     let summary = {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let mut w = BufWriter::with_capacity(1 << 20, &mut blob);
         let s = write_diff(dir, &mut w, options).map_err(|source| Error::Diff {
             path: dir.to_owned(),
             source,
         })?;
-        w.flush().map_err(|e| Error::io("write", &tmp_path, e))?;
+        w.flush()
+            .map_err(|e| Error::io("write a layer of", dir, e))?;
         s
     };
-    let file = tmp.as_file_mut();
-    file.rewind()
-        .map_err(|e| Error::io("rewind", &tmp_path, e))?;
-    let expected = expected.unwrap_or(&summary.diff_id);
-    let (digest, size) = store.write_blob(&*file, Some(expected), Some(summary.size))?;
+    if let Some(expected) = expected
+        && *expected != summary.diff_id
+    {
+        return Err(Error::LayerMismatch {
+            dir: dir.to_owned(),
+            expected: expected.clone(),
+            actual: summary.diff_id.clone(),
+        });
+    }
+    // write_diff hashed exactly the bytes it wrote.
+    let size = blob.commit_as(&summary.diff_id)?;
     let blob = LayerBlob {
-        digest,
+        digest: summary.diff_id.clone(),
         size,
         media_type: media_type::DOCKER_LAYER_TAR.to_owned(),
     };
@@ -228,8 +230,11 @@ fn publish(
         compression: "none".to_owned(),
         created,
         stats,
+        unsynced: None,
     };
-    let snapshot = store.publish_snapshot(content, meta)?;
+    // Not synced now: the layer tar is a durable blob already, and the
+    // build syncs the filesystem once at its end (Store::sync_deferred).
+    let snapshot = store.publish_snapshot_deferred(content, meta)?;
     tracing::debug!(%chain_id, %diff_id, "published snapshot");
     Ok(snapshot.fs)
 }

@@ -42,7 +42,7 @@ impl View {
                 _dir: Some(dir),
             });
         }
-        let mount = OverlayRootfs::mount(dir.path(), &fs.lowers())?;
+        let mount = OverlayRootfs::mount_volatile(dir.path(), &fs.lowers())?;
         Ok(View {
             path: mount.rootfs().to_owned(),
             _mount: Some(mount),

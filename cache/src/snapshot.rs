@@ -7,6 +7,18 @@
 //! temporary directory in `ingest/` and renamed into place, under a
 //! per-snapshot lock, so concurrent callers unpack a layer once and nobody
 //! sees a half-unpacked snapshot.
+//!
+//! ## Durability
+//!
+//! A snapshot's content is made durable (`syncfs`) before it is renamed
+//! into place, except for snapshots published with
+//! [`Store::publish_snapshot_deferred`] (each build step's result; its
+//! layer tar is already a durable blob). Those record the boot they were
+//! published in and when; [`Store::sync_deferred`] syncs the filesystem
+//! once (at the end of a build) and records that the boot's snapshots up to
+//! then are durable. A deferred snapshot from an earlier boot that no such
+//! record covers may have lost content in a crash: it reads as absent
+//! (a cache miss; publishing it again replaces it).
 
 use std::fs;
 use std::io;
@@ -39,6 +51,61 @@ pub struct SnapshotMeta {
     /// When it was unpacked (Unix seconds).
     pub created: u64,
     pub stats: LayerStats,
+    /// Set when published without syncing its content (see the module
+    /// documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<Unsynced>,
+}
+
+/// When a deferred snapshot was published: the kernel's boot id and the
+/// time (Unix nanoseconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsynced {
+    pub boot_id: String,
+    pub published_ns: u64,
+}
+
+/// `<root>/synced-boots`: per boot, the time up to which deferred
+/// snapshots are durable (`<boot id> <unix ns>` lines).
+const SYNCED_BOOTS: &str = "synced-boots";
+/// Boots remembered in `synced-boots` (older ones are dropped).
+const SYNCED_BOOTS_KEPT: usize = 16;
+
+/// The running kernel's boot id, if the kernel tells.
+fn boot_id() -> Option<&'static str> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .as_deref()
+}
+
+/// Store roots with deferred snapshots this process has published and not
+/// synced yet: [`Store::sync_deferred`] does nothing for others.
+fn pending() -> &'static std::sync::Mutex<std::collections::HashSet<PathBuf>> {
+    static PENDING: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    PENDING.get_or_init(Default::default)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+fn parse_synced_boots(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (boot, ns) = l.split_once(' ')?;
+            Some((boot.to_owned(), ns.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// An unpacked layer.
@@ -72,8 +139,70 @@ impl Store {
         )
     }
 
-    /// The snapshot for `chain_id`, if it has been unpacked.
+    /// The snapshot for `chain_id`, if it has been unpacked (and, when it
+    /// was published deferred, is known durable or of this boot).
     pub fn snapshot(&self, chain_id: &Digest) -> Result<Option<Snapshot>> {
+        let found = self.snapshot_any(chain_id)?;
+        if let Some(s) = &found
+            && let Some(u) = &s.meta.unsynced
+            && !self.is_durable(u)
+        {
+            tracing::warn!(%chain_id, boot_id = %u.boot_id, "ignoring a snapshot published without sync before a restart");
+            return Ok(None);
+        }
+        Ok(found)
+    }
+
+    /// Whether a deferred snapshot's content can be trusted: published in
+    /// this boot (the page cache has it), or covered by a later sync.
+    fn is_durable(&self, u: &Unsynced) -> bool {
+        if boot_id() == Some(u.boot_id.as_str()) {
+            return true;
+        }
+        let text = fs::read_to_string(self.root().join(SYNCED_BOOTS)).unwrap_or_default();
+        parse_synced_boots(&text)
+            .iter()
+            .any(|(boot, ns)| *boot == u.boot_id && *ns >= u.published_ns)
+    }
+
+    /// Syncs the store's filesystem and records that every snapshot
+    /// published deferred in this boot until now is durable. Call it when
+    /// a batch of deferred publications is done (a build's end); it does
+    /// nothing when this process has published none since the last call.
+    pub fn sync_deferred(&self) -> Result<()> {
+        let Some(boot) = boot_id() else {
+            return Ok(());
+        };
+        let was_pending = pending()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.root());
+        if !was_pending {
+            return Ok(());
+        }
+        let upto = now_ns();
+        let root = fs::File::open(self.root()).map_err(|e| Error::io("open", self.root(), e))?;
+        rustix::fs::syncfs(&root)
+            .map_err(|e| Error::io("sync filesystem of", self.root(), e.into()))?;
+        let _guard = LockGuard::exclusive(self.locks_dir().join("synced-boots.lock"))?;
+        let path = self.root().join(SYNCED_BOOTS);
+        let mut boots = parse_synced_boots(&fs::read_to_string(&path).unwrap_or_default());
+        if boots.iter().any(|(b, ns)| b == boot && *ns >= upto) {
+            return Ok(());
+        }
+        boots.retain(|(b, _)| b != boot);
+        boots.push((boot.to_owned(), upto));
+        let skip = boots.len().saturating_sub(SYNCED_BOOTS_KEPT);
+        let text: String = boots
+            .iter()
+            .skip(skip)
+            .map(|(b, ns)| format!("{b} {ns}\n"))
+            .collect();
+        write_atomic(self.root(), &path, text.as_bytes())
+    }
+
+    /// The snapshot for `chain_id` as recorded, trusted or not.
+    fn snapshot_any(&self, chain_id: &Digest) -> Result<Option<Snapshot>> {
         let dir = self.snapshot_dir(chain_id);
         let meta_path = dir.join(SNAPSHOT_META);
         let bytes = match fs::read(&meta_path) {
@@ -157,6 +286,7 @@ impl Store {
             compression: compression_name(compression).to_owned(),
             created,
             stats,
+            unsynced: None,
         };
         Ok(meta)
     }
@@ -167,6 +297,23 @@ impl Store {
     /// unless the snapshot already exists (then `content` is left where it
     /// is for the caller to discard).
     pub fn publish_snapshot(&self, content: &Path, meta: SnapshotMeta) -> Result<Snapshot> {
+        self.publish(content, meta, false)
+    }
+
+    /// Like [`publish_snapshot`](Self::publish_snapshot), but without
+    /// syncing the content now: for content whose layer is already a
+    /// durable blob. [`sync_deferred`](Self::sync_deferred) makes it
+    /// durable later; until then it is trusted in this boot only. Without
+    /// a kernel boot id, it is published synced.
+    pub fn publish_snapshot_deferred(
+        &self,
+        content: &Path,
+        meta: SnapshotMeta,
+    ) -> Result<Snapshot> {
+        self.publish(content, meta, boot_id().is_some())
+    }
+
+    fn publish(&self, content: &Path, mut meta: SnapshotMeta, deferred: bool) -> Result<Snapshot> {
         let chain_id = meta.chain_id.clone();
         if let Some(snapshot) = self.snapshot(&chain_id)? {
             return Ok(snapshot);
@@ -182,6 +329,19 @@ impl Store {
             .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
         let fs_dir = tmp.path().join(SNAPSHOT_FS);
         fs::rename(content, &fs_dir).map_err(|e| Error::io("move into the store", content, e))?;
+        meta.unsynced = match (deferred, boot_id()) {
+            (true, Some(boot)) => {
+                pending()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(self.root().to_owned());
+                Some(Unsynced {
+                    boot_id: boot.to_owned(),
+                    published_ns: now_ns(),
+                })
+            }
+            _ => None,
+        };
         self.install_snapshot(tmp, meta)
     }
 
@@ -189,15 +349,22 @@ impl Store {
     /// into `snapshots/`. The caller holds the snapshot's lock.
     fn install_snapshot(&self, tmp: tempfile::TempDir, meta: SnapshotMeta) -> Result<Snapshot> {
         let fs_dir = tmp.path().join(SNAPSHOT_FS);
-        // Make the content durable before the rename publishes it.
-        let dir = fs::File::open(&fs_dir).map_err(|e| Error::io("open", &fs_dir, e))?;
-        rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync filesystem of", &fs_dir, e.into()))?;
+        if meta.unsynced.is_none() {
+            // Make the content durable before the rename publishes it.
+            let dir = fs::File::open(&fs_dir).map_err(|e| Error::io("open", &fs_dir, e))?;
+            rustix::fs::syncfs(&dir)
+                .map_err(|e| Error::io("sync filesystem of", &fs_dir, e.into()))?;
+        }
         let bytes = serde_json::to_vec_pretty(&meta).map_err(|source| Error::Serialize {
             what: "snapshot metadata",
             source,
         })?;
         write_atomic(tmp.path(), &tmp.path().join(SNAPSHOT_META), &bytes)?;
         let dest = self.snapshot_dir(&meta.chain_id);
+        // One not to be trusted (see `snapshot`) makes way.
+        if dest.exists() {
+            self.remove_snapshot_locked(&meta.chain_id)?;
+        }
         let tmp_path = tmp.keep();
         if let Err(e) = fs::rename(&tmp_path, &dest) {
             let _ = remove_dir_all_writable(&tmp_path);
@@ -215,6 +382,11 @@ impl Store {
     /// must make sure no mount uses it.
     pub fn remove_snapshot(&self, chain_id: &Digest) -> Result<bool> {
         let _guard = self.snapshot_lock(chain_id)?;
+        self.remove_snapshot_locked(chain_id)
+    }
+
+    /// [`remove_snapshot`](Self::remove_snapshot) with its lock held.
+    fn remove_snapshot_locked(&self, chain_id: &Digest) -> Result<bool> {
         let dir = self.snapshot_dir(chain_id);
         // Move it out of `snapshots/` first so a partial removal never
         // looks like a snapshot.

@@ -110,3 +110,80 @@ fn failed_unpack_leaves_no_snapshot() {
         Error::BlobNotFound { .. }
     ));
 }
+
+fn meta_for(chain_id: &Digest) -> kiln_cache::SnapshotMeta {
+    kiln_cache::SnapshotMeta {
+        chain_id: chain_id.clone(),
+        layer: chain_id.clone(),
+        diff_id: chain_id.clone(),
+        compression: "none".to_owned(),
+        created: 0,
+        stats: kiln_cache::LayerStats::default(),
+        unsynced: None,
+    }
+}
+
+fn content(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let c = dir.join(name);
+    std::fs::create_dir(&c).unwrap();
+    std::fs::write(c.join("file"), name).unwrap();
+    c
+}
+
+/// Rewrites a snapshot's recorded boot, as if it was published in an
+/// earlier boot of the machine.
+fn from_earlier_boot(store: &Store, chain_id: &Digest) -> u64 {
+    let path = store.snapshot_dir(chain_id).join("snapshot.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    meta["unsynced"]["boot_id"] = "earlier-boot".into();
+    std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    meta["unsynced"]["published_ns"].as_u64().unwrap()
+}
+
+#[test]
+fn deferred_snapshots_are_trusted_in_their_boot_or_once_synced() {
+    if !std::path::Path::new("/proc/sys/kernel/random/boot_id").exists() {
+        return; // Published synced without a boot id: nothing to test.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let chain_id = Digest::sha256(b"deferred");
+
+    let s = store
+        .publish_snapshot_deferred(&content(dir.path(), "one"), meta_for(&chain_id))
+        .unwrap();
+    assert!(s.meta.unsynced.is_some());
+    assert!(store.snapshot(&chain_id).unwrap().is_some());
+
+    // From an earlier boot, never synced: may have lost content.
+    let published = from_earlier_boot(&store, &chain_id);
+    assert!(store.snapshot(&chain_id).unwrap().is_none());
+    // A sync of that boot before the publication does not cover it …
+    let synced = store.root().join("synced-boots");
+    std::fs::write(&synced, format!("earlier-boot {}\n", published - 1)).unwrap();
+    assert!(store.snapshot(&chain_id).unwrap().is_none());
+    // … one after it does.
+    std::fs::write(&synced, format!("earlier-boot {published}\n")).unwrap();
+    assert!(store.snapshot(&chain_id).unwrap().is_some());
+
+    // Publishing again replaces an untrusted snapshot.
+    std::fs::remove_file(&synced).unwrap();
+    let s = store
+        .publish_snapshot_deferred(&content(dir.path(), "two"), meta_for(&chain_id))
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(s.fs.join("file")).unwrap(), "two");
+    assert!(store.snapshot(&chain_id).unwrap().is_some());
+
+    // The sync records this boot, up to now.
+    store.sync_deferred().unwrap();
+    let text = std::fs::read_to_string(&synced).unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert!(text.starts_with(boot.trim()), "{text}");
+    let ns: u64 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(ns >= s.meta.unsynced.unwrap().published_ns);
+    // Nothing published since: the next sync does nothing.
+    std::fs::remove_file(&synced).unwrap();
+    store.sync_deferred().unwrap();
+    assert!(!synced.exists());
+}

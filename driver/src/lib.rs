@@ -238,6 +238,23 @@ pub async fn build(
     registry: Option<Client>,
     events: Option<UnboundedSender<Event>>,
 ) -> Result<BuildOutcome, BuildError> {
+    let outcome = build_unsynced(store, req, registry, events).await;
+    // The steps' snapshots were published without a sync each: one sync
+    // now makes them durable, whether the build succeeded or not.
+    let handle = store.clone();
+    let synced = tokio::task::spawn_blocking(move || handle.sync_deferred()).await;
+    if let Ok(Err(error)) = synced {
+        tracing::warn!(%error, "could not sync the build's snapshots; they will be rebuilt after a restart");
+    }
+    outcome
+}
+
+async fn build_unsynced(
+    store: &Store,
+    req: &BuildRequest,
+    registry: Option<Client>,
+    events: Option<UnboundedSender<Event>>,
+) -> Result<BuildOutcome, BuildError> {
     let df = parser::parse(&req.dockerfile).map_err(|e| BuildError::Dockerfile {
         span: e.span,
         message: e.to_string(),

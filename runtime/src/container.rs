@@ -231,7 +231,8 @@ impl Runtime {
             .unwrap_or_default();
         let _span = tracing::debug_span!("container", %id).entered();
 
-        let rootfs = OverlayRootfs::mount(dir.path(), &req.lowers)?;
+        // The upper directory becomes a snapshot the store syncs.
+        let rootfs = OverlayRootfs::mount_volatile(dir.path(), &req.lowers)?;
         let prepared = self.prepare(&id, dir.path(), &rootfs, &req);
         drop(_span);
         let (stubs, bundle) = prepared?;

@@ -58,17 +58,31 @@ impl OverlayRootfs {
     /// inside `dir`, which must exist. An empty `lowers` gives an empty
     /// root (`FROM scratch`).
     pub fn mount(dir: &Path, lowers: &[PathBuf]) -> Result<OverlayRootfs> {
-        OverlayRootfs::mount_inner(dir, lowers, false)
+        OverlayRootfs::mount_inner(dir, lowers, false, false)
+    }
+
+    /// Like [`mount`](Self::mount), with overlayfs's `volatile` option:
+    /// no sync of the upper directory on unmount (nor for `fsync` inside),
+    /// for roots whose changes the caller makes durable itself (build
+    /// steps: their upper directory becomes a snapshot, synced by the
+    /// store). Kernels without the option (before 5.10) get a plain mount.
+    pub fn mount_volatile(dir: &Path, lowers: &[PathBuf]) -> Result<OverlayRootfs> {
+        OverlayRootfs::mount_inner(dir, lowers, false, true)
     }
 
     /// Like [`mount`](Self::mount), but keeps the upper directory (and the
     /// other directories) of an earlier mount in `dir`: a stopped
     /// container started again sees its earlier changes.
     pub fn remount(dir: &Path, lowers: &[PathBuf]) -> Result<OverlayRootfs> {
-        OverlayRootfs::mount_inner(dir, lowers, true)
+        OverlayRootfs::mount_inner(dir, lowers, true, false)
     }
 
-    fn mount_inner(dir: &Path, lowers: &[PathBuf], reuse: bool) -> Result<OverlayRootfs> {
+    fn mount_inner(
+        dir: &Path,
+        lowers: &[PathBuf],
+        reuse: bool,
+        volatile: bool,
+    ) -> Result<OverlayRootfs> {
         let create = |d: &Path| match std::fs::create_dir(d) {
             Err(e) if reuse && e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             other => other.map_err(|e| Error::io("create directory", d, e)),
@@ -102,12 +116,35 @@ impl OverlayRootfs {
             source,
         };
 
-        let absolute = overlay_data(lowers.iter().map(|p| p.as_os_str()), &upper, &work);
+        let volatile = volatile && volatile_supported();
+        let absolute = overlay_data(
+            lowers.iter().map(|p| p.as_os_str()),
+            &upper,
+            &work,
+            volatile,
+        );
         match absolute {
             Some(data) if data.len() <= MOUNT_DATA_MAX => {
-                tracing::debug!(target = %merged.display(), lowers = count, "mounting overlay");
+                tracing::debug!(target = %merged.display(), lowers = count, volatile, "mounting overlay");
                 let data = CString::new(data).map_err(|e| mount_err(io::Error::other(e)))?;
-                mount_overlay(&merged, &data).map_err(mount_err)?;
+                match mount_overlay(&merged, &data) {
+                    Err(e) if volatile && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                        // Maybe the kernel does not know the option: once
+                        // without it, and never again if that works.
+                        let plain = overlay_data(
+                            lowers.iter().map(|p| p.as_os_str()),
+                            &upper,
+                            &work,
+                            false,
+                        )
+                        .and_then(|d| CString::new(d).ok())
+                        .ok_or_else(|| mount_err(e))?;
+                        mount_overlay(&merged, &plain).map_err(mount_err)?;
+                        tracing::debug!("overlayfs refused `volatile`; mounting without it");
+                        VOLATILE_UNSUPPORTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    other => other.map_err(mount_err)?,
+                }
             }
             _ => {
                 tracing::debug!(target = %merged.display(), lowers = count, "mounting overlay with short relative lower names");
@@ -125,10 +162,12 @@ impl OverlayRootfs {
                         .map_err(|e| Error::io("create symlink", &link, e))?;
                     names.push(PathBuf::from(format!("l/{i}")));
                 }
+                // (No `volatile` here: this rare path keeps one behaviour.)
                 let data = overlay_data(
                     names.iter().map(|p| p.as_os_str()),
                     Path::new("upper"),
                     Path::new("work"),
+                    false,
                 )
                 .filter(|d| d.len() <= MOUNT_DATA_MAX)
                 .ok_or_else(|| {
@@ -203,6 +242,14 @@ impl Drop for OverlayRootfs {
     }
 }
 
+/// Set once overlayfs refused `volatile` (an old kernel).
+static VOLATILE_UNSUPPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+fn volatile_supported() -> bool {
+    !VOLATILE_UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `lowerdir=a:b,upperdir=u,workdir=w,…`, or `None` if a path holds a
 /// character overlayfs treats specially (`:`, `,`, `\`) or is not UTF-8
 /// (the option string must be a C string; the short-name fallback has
@@ -211,6 +258,7 @@ fn overlay_data<'a>(
     lowers: impl Iterator<Item = &'a OsStr>,
     upper: &Path,
     work: &Path,
+    volatile: bool,
 ) -> Option<Vec<u8>> {
     fn plain(p: &[u8]) -> bool {
         !p.iter().any(|b| matches!(b, b':' | b',' | b'\\' | 0))
@@ -236,6 +284,9 @@ fn overlay_data<'a>(
     }
     data.push(b',');
     data.extend_from_slice(OVERLAY_FEATURES.as_bytes());
+    if volatile {
+        data.extend_from_slice(b",volatile");
+    }
     Some(data)
 }
 
@@ -281,11 +332,24 @@ mod tests {
             lowers.iter().map(|p| p.as_os_str()),
             Path::new("/c/upper"),
             Path::new("/c/work"),
+            false,
         )
         .unwrap();
         assert_eq!(
             String::from_utf8(data).unwrap(),
             "lowerdir=/a/fs:/b/fs,upperdir=/c/upper,workdir=/c/work,index=off,redirect_dir=off,metacopy=off"
+        );
+        let data = overlay_data(
+            lowers.iter().map(|p| p.as_os_str()),
+            Path::new("/c/upper"),
+            Path::new("/c/work"),
+            true,
+        )
+        .unwrap();
+        assert!(
+            String::from_utf8(data)
+                .unwrap()
+                .ends_with(",metacopy=off,volatile")
         );
     }
 
@@ -297,7 +361,8 @@ mod tests {
                 overlay_data(
                     lowers.iter().map(|p| p.as_os_str()),
                     Path::new("/u"),
-                    Path::new("/w")
+                    Path::new("/w"),
+                    false,
                 )
                 .is_none()
             );
