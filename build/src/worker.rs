@@ -377,6 +377,10 @@ impl Executor for Worker {
             return Ok(Lookup::Hit(fs));
         }
         lock(&self.shared.held).entry(key).or_default().push(held);
+        // A step will run, and RUN steps usually follow: warming the
+        // cgroup lock now hides its first grace period from the first
+        // container start (about 6 ms here).
+        kiln_runtime::cgroup_warm::warm_up();
         Ok(Lookup::Miss(self.miss_reason(vertex, &key)))
     }
 

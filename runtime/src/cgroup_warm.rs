@@ -41,7 +41,7 @@ struct Warmer {
 }
 
 /// [`warm_for`] the usual [`START_WINDOW`]: call it when a container is
-/// about to start.
+/// about to start, or soon will (a build step is about to run).
 pub fn warm_up() {
     warm_for(START_WINDOW);
 }
