@@ -2,9 +2,11 @@
 //! one per cache key, naming the resulting layer stack. A record is only
 //! a hit while every snapshot and blob it names is still in the store.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use kiln_cache::Store;
 use kiln_oci::Digest;
@@ -61,11 +63,34 @@ pub(crate) struct RecordLayer {
 pub(crate) struct Records {
     store: Store,
     dir: PathBuf,
+    /// Snapshots a lookup already found usable. Every record names its
+    /// whole stack, so without this a build would read the same
+    /// `snapshot.json` files once per step. (Nothing a running build uses
+    /// is collected: a worker holds the GC lock shared.)
+    usable: Arc<Mutex<HashSet<Digest>>>,
 }
 
 impl Records {
     pub(crate) fn new(store: Store, dir: PathBuf) -> Records {
-        Records { store, dir }
+        Records {
+            store,
+            dir,
+            usable: Arc::default(),
+        }
+    }
+
+    /// Whether snapshot `chain_id` is present and trusted (see
+    /// `Store::snapshot`).
+    fn snapshot_usable(&self, chain_id: &Digest) -> Result<bool> {
+        let lock = || self.usable.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().contains(chain_id) {
+            return Ok(true);
+        }
+        if self.store.snapshot(chain_id)?.is_none() {
+            return Ok(false);
+        }
+        lock().insert(chain_id.clone());
+        Ok(true)
     }
 
     fn path(&self, key: &CacheKey) -> PathBuf {
@@ -84,11 +109,11 @@ impl Records {
         for l in record.layers {
             // Through the store: a snapshot published without sync before a
             // restart is as good as missing.
-            let Some(snapshot) = self.store.snapshot(&l.snapshot)? else {
+            if !self.snapshot_usable(&l.snapshot)? {
                 tracing::debug!(key = %key.short(), snapshot = %l.snapshot, "cache record refers to a missing snapshot");
                 return Ok(None);
-            };
-            let snapshot_dir = snapshot.fs;
+            }
+            let snapshot_dir = self.store.snapshot_dir(&l.snapshot).join("fs");
             if let Some(blob) = &l.blob
                 && !self.store.has_blob(&blob.digest)?
             {
