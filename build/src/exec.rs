@@ -165,6 +165,9 @@ impl Mode0600 for OpenOptions {
     }
 }
 
+/// The host name of a build step's container, as BuildKit names it.
+const BUILD_HOSTNAME: &str = "buildkitsandbox";
+
 /// Runs `op` and returns the root stack with the changes on top.
 pub(crate) async fn run(
     shared: &Shared,
@@ -185,11 +188,15 @@ pub(crate) async fn run(
     req.user = op.user.clone().filter(|u| !u.is_empty());
     req.network = match op.network {
         NetworkMode::None => Network::None,
-        // The runtime has no sandboxed network with outbound access yet;
-        // BuildKit falls back to the host network the same way.
-        NetworkMode::Default | NetworkMode::Host => Network::Host,
+        NetworkMode::Host => Network::Host,
+        NetworkMode::Default => Network::Default,
     };
-    req.hostname = op.hostname.clone();
+    // BuildKit's host name for build steps.
+    req.hostname = Some(
+        op.hostname
+            .clone()
+            .unwrap_or_else(|| BUILD_HOSTNAME.to_owned()),
+    );
     req.extra_hosts = op
         .extra_hosts
         .iter()

@@ -104,7 +104,7 @@ impl BuildRequest {
             pull: false,
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
-            network: NetworkMode::None,
+            network: NetworkMode::Default,
             add_hosts: Vec::new(),
             build_contexts: BTreeMap::new(),
             outputs: vec![Output::Image],

@@ -99,7 +99,7 @@ impl Default for CompileOptions {
             labels: BTreeMap::new(),
             created: "1970-01-01T00:00:00Z".into(),
             source_date_epoch: None,
-            default_network: NetworkMode::None,
+            default_network: NetworkMode::Default,
             extra_hosts: Vec::new(),
             no_cache: NoCache::None,
         }
@@ -1174,7 +1174,8 @@ fn compile_run(
         None => ctx.copts.default_network,
         Some("none") => NetworkMode::None,
         Some("host") => NetworkMode::Host,
-        Some("default") => NetworkMode::Default,
+        // The build's network (`--network`), as BuildKit reads it.
+        Some("default") => ctx.copts.default_network,
         Some(other) => return Err(err(CompileErrorKind::BadNetwork(other.to_string()), span)),
     };
     let security = match run.security.as_deref() {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::diff::{DiffOptions, DiffSummary, write_diff};
 use crate::error::{DiffError, Error, Result};
 use crate::inroot::{self, MountStubs};
+use crate::network::{self, NetworkLease, NetworkPool};
 use crate::oci::OciRuntime;
 use crate::rootfs::OverlayRootfs;
 use crate::runc::{OutputSender, Runc};
@@ -175,6 +176,7 @@ pub struct Runtime {
     containers: PathBuf,
     runc: Runc,
     host_resolv_conf: PathBuf,
+    networks: NetworkPool,
 }
 
 impl Runtime {
@@ -187,10 +189,13 @@ impl Runtime {
         for dir in [&containers, &runc_root] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         }
+        let netns = state.join("netns");
+        network::reap_stale(&netns);
         Ok(Runtime {
             containers,
             runc: config.runtime.client(runc_root),
             host_resolv_conf: config.host_resolv_conf,
+            networks: NetworkPool::new(&netns),
         })
     }
 
@@ -203,7 +208,7 @@ impl Runtime {
     /// completion and unmounts. A non-zero exit is not an error; failing
     /// to start the process is ([`Error::Start`]). Cancelling `cancel`
     /// kills the container ([`Error::Cancelled`]).
-    pub async fn run(&self, req: ExecRequest, cancel: &CancellationToken) -> Result<ExecResult> {
+    pub async fn run(&self, mut req: ExecRequest, cancel: &CancellationToken) -> Result<ExecResult> {
         if req.args.is_empty() {
             return Err(Error::Invalid {
                 what: "command",
@@ -231,9 +236,21 @@ impl Runtime {
             .unwrap_or_default();
         let _span = tracing::debug_span!("container", %id).entered();
 
+        let network = match req.network {
+            Network::Default => match self.networks.acquire() {
+                Ok(lease) => Some(lease),
+                Err(e) => {
+                    network::warn_fallback(&e);
+                    req.network = Network::Host;
+                    None
+                }
+            },
+            Network::None | Network::Host => None,
+        };
         // The upper directory becomes a snapshot the store syncs.
         let rootfs = OverlayRootfs::mount_volatile(dir.path(), &req.lowers)?;
-        let prepared = self.prepare(&id, dir.path(), &rootfs, &req);
+        let netns = network.as_ref().map(NetworkLease::path);
+        let prepared = self.prepare(&id, dir.path(), &rootfs, netns, &req);
         drop(_span);
         let (stubs, bundle) = prepared?;
 
@@ -242,6 +259,7 @@ impl Runtime {
             .run(&id, &bundle, req.output.clone(), cancel)
             .await;
 
+        drop(network);
         stubs.clean(rootfs.rootfs());
         rootfs.unmount()?;
         let exit_code = outcome?;
@@ -271,6 +289,7 @@ impl Runtime {
         id: &str,
         dir: &Path,
         rootfs: &OverlayRootfs,
+        netns: Option<&Path>,
         req: &ExecRequest,
     ) -> Result<(MountStubs, PathBuf)> {
         write_bundle(
@@ -278,6 +297,7 @@ impl Runtime {
                 id,
                 dir,
                 rootfs: rootfs.rootfs(),
+                netns,
                 host_resolv_conf: &self.host_resolv_conf,
                 terminal: false,
                 console_size: None,
@@ -296,6 +316,8 @@ pub(crate) struct BundleParams<'a> {
     pub dir: &'a Path,
     /// The mounted root filesystem.
     pub rootfs: &'a Path,
+    /// The private network namespace to join, for [`Network::Default`].
+    pub netns: Option<&'a Path>,
     pub host_resolv_conf: &'a Path,
     pub terminal: bool,
     /// The size (rows, columns) the terminal starts with.
@@ -351,6 +373,7 @@ pub(crate) fn write_bundle(
         terminal: p.terminal,
         console_size: p.console_size,
         network: req.network,
+        netns: p.netns.map(Path::to_owned),
         hostname,
         hosts_file: dir.join("hosts"),
         resolv_conf: dir.join("resolv.conf"),

@@ -369,7 +369,7 @@ fn loopback_up(pid: Pid) -> std::io::Result<()> {
 }
 
 /// `ip link set NAME up` in the current network namespace.
-fn set_interface_up(name: &std::ffi::CStr) -> std::io::Result<()> {
+pub(crate) fn set_interface_up(name: &std::ffi::CStr) -> std::io::Result<()> {
     use nix::libc;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let bytes = name.to_bytes_with_nul();
@@ -460,6 +460,9 @@ struct KilnExecutor;
 
 impl Executor for KilnExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // This process is the helper's fork: it has the helper's ignored
+        // SIGPIPE and blocked signals, which the workload must not inherit.
+        crate::signals::reset_to_default();
         DefaultExecutor {}.exec(spec)
     }
 

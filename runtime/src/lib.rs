@@ -49,9 +49,11 @@ pub mod diff;
 pub mod embedded;
 mod error;
 mod inroot;
+pub mod network;
 pub mod oci;
 pub mod rootfs;
 pub mod runc;
+pub mod signals;
 pub mod spec;
 mod user;
 

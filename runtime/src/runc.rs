@@ -97,12 +97,21 @@ impl Runc {
     pub(crate) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args).arg("--root").arg(&self.root);
+        // SAFETY: reset_to_default is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(reset_signals);
+        }
         cmd
     }
 
     pub(crate) fn std_command(&self) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
         let mut cmd = std::process::Command::new(&self.binary);
         cmd.args(&self.args).arg("--root").arg(&self.root);
+        // SAFETY: reset_to_default is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(reset_signals);
+        }
         cmd
     }
 
@@ -384,6 +393,13 @@ fn strip_start_prefixes(mut message: &str) -> &str {
     }
 }
 
+/// The runtime starts with default signal dispositions, so the container
+/// process does too (runc passes ignored ones on).
+fn reset_signals() -> std::io::Result<()> {
+    crate::signals::reset_to_default();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,3 +457,4 @@ mod tests {
         );
     }
 }
+

@@ -73,6 +73,24 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// A network namespace of its own with outbound access through a
+    /// user-mode network stack (see [`crate::network`]); what Docker and
+    /// BuildKit give by default.
+    #[serde(alias = "bridge")]
+    Default,
+}
+
+impl Network {
+    /// What a user types: `none`, `host`, `default` (Docker's `bridge`
+    /// too).
+    pub fn parse(name: &str) -> Option<Network> {
+        match name {
+            "none" => Some(Network::None),
+            "host" => Some(Network::Host),
+            "default" | "bridge" => Some(Network::Default),
+            _ => None,
+        }
+    }
 }
 
 /// A host path bind-mounted into the container.
@@ -125,6 +143,9 @@ pub struct SpecOptions {
     /// that it never sees a 0×0 terminal (`process.consoleSize`).
     pub console_size: Option<(u16, u16)>,
     pub network: Network,
+    /// The network namespace to join (a pinned `ns/net` file); a new
+    /// one when `None` (unless the network is the host's).
+    pub netns: Option<PathBuf>,
     pub hostname: String,
     /// Host files bind-mounted read-only at `/etc/hosts`,
     /// `/etc/resolv.conf` and `/etc/hostname`.
@@ -325,15 +346,12 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
     let process = process.build().map_err(Error::Spec)?;
 
     let mut namespaces = Vec::new();
-    let mut ns_types = vec![
+    let ns_types = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if opts.network == Network::None {
-        ns_types.push(LinuxNamespaceType::Network);
-    }
     for typ in ns_types {
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -341,6 +359,13 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
                 .build()
                 .map_err(Error::Spec)?,
         );
+    }
+    if opts.network != Network::Host {
+        let mut ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
+        if let Some(path) = &opts.netns {
+            ns = ns.path(path.clone());
+        }
+        namespaces.push(ns.build().map_err(Error::Spec)?);
     }
 
     let deny_all = LinuxDeviceCgroupBuilder::default()
@@ -413,12 +438,24 @@ pub fn hosts_file(hostname: &str, extra_hosts: &[(String, String)]) -> String {
 }
 
 /// `/etc/resolv.conf` from the host's: unchanged for the host network;
-/// otherwise without loopback name servers (unreachable from another
-/// network namespace), falling back to Docker's public defaults when none
-/// remain.
+/// for a private network, its DNS forwarder (which asks the host's
+/// resolvers) with the host's search domains and options; otherwise
+/// without loopback name servers (unreachable from another network
+/// namespace), falling back to Docker's public defaults when none remain.
 pub fn resolv_conf(host: &str, network: Network) -> String {
     if network == Network::Host {
         return host.to_owned();
+    }
+    if network == Network::Default {
+        let mut out = String::new();
+        for line in host.lines() {
+            if line.split_whitespace().next() != Some("nameserver") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str(&format!("nameserver {}\n", crate::network::DNS_SERVER));
+        return out;
     }
     let mut out = String::new();
     let mut servers = 0;
@@ -462,6 +499,7 @@ mod tests {
             terminal: false,
             console_size: None,
             network: Network::None,
+            netns: None,
             hostname: "kiln".into(),
             hosts_file: "/state/c/hosts".into(),
             resolv_conf: "/state/c/resolv.conf".into(),
@@ -603,6 +641,29 @@ mod tests {
         assert_eq!(resolv_conf(host, Network::Host), host);
         let host = "nameserver 10.0.0.1\n";
         assert_eq!(resolv_conf(host, Network::None), host);
+    }
+
+    #[test]
+    fn private_network_asks_its_dns_forwarder() {
+        let host = "search example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.1\n";
+        assert_eq!(
+            resolv_conf(host, Network::Default),
+            "search example.com\nnameserver 10.0.2.3\n"
+        );
+    }
+
+    #[test]
+    fn private_network_joins_the_pinned_namespace() {
+        let mut opts = options();
+        opts.network = Network::Default;
+        opts.netns = Some("/state/netns/1-2-0".into());
+        let json = serde_json::to_value(build_spec(&opts).unwrap()).unwrap();
+        let ns = json["linux"]["namespaces"].as_array().unwrap();
+        let net: Vec<_> = ns.iter().filter(|n| n["type"] == "network").collect();
+        assert_eq!(net.len(), 1);
+        assert_eq!(net[0]["path"], "/state/netns/1-2-0");
+        assert_eq!(Network::parse("bridge"), Some(Network::Default));
+        assert_eq!(Network::parse("container:x"), None);
     }
 
     #[test]

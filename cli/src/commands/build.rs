@@ -150,9 +150,9 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
     req.secrets = parse_secrets(&a.secrets)?;
     req.ssh = parse_ssh(&a.ssh)?;
     req.network = match a.network.as_deref() {
-        None | Some("none") => NetworkMode::None,
+        Some("none") => NetworkMode::None,
         Some("host") => NetworkMode::Host,
-        Some("default") => NetworkMode::Default,
+        None | Some("default") => NetworkMode::Default,
         Some(other) => {
             bail!("network mode {other:?} not supported by kiln: use none, host or default")
         }

@@ -64,12 +64,13 @@ pub struct RunArgs {
     /// Assign a name to the container
     #[arg(long = "name", value_name = "string")]
     name: Option<String>,
-    /// Connect a container to a network: none (default; only loopback) or host
+    /// Connect a container to a network: default (its own network namespace
+    /// with outbound access; also "bridge"), none (only loopback) or host
     #[arg(
         long = "network",
         alias = "net",
         value_name = "network",
-        default_value = "none"
+        default_value = "default"
     )]
     network: String,
     /// Publish a container's port to the host ([IP:]HOSTPORT:CONTAINERPORT[/tcp]; IP defaults to 127.0.0.1)
@@ -150,10 +151,11 @@ pub fn run(ctx: &Context, a: RunArgs) -> anyhow::Result<()> {
 type Prepared = (Containers, ContainerRecord, bool, Attach);
 
 fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<Prepared> {
-    let network = match a.network.as_str() {
-        "none" => Network::None,
-        "host" => Network::Host,
-        other => bail!("network {other:?} is not supported: use none or host"),
+    let Some(network) = Network::parse(&a.network) else {
+        bail!(
+            "network {:?} is not supported: use default, none or host",
+            a.network
+        );
     };
     let store = ctx.store()?;
     let containers = containers(ctx)?;

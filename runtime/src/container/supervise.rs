@@ -24,6 +24,7 @@ use crate::container::{BundleParams, ExecRequest, write_bundle};
 use crate::error::{Error, Result};
 use crate::rootfs::OverlayRootfs;
 use crate::runc::{OutputChunk, OutputSender, Stream, exit_code, start_error};
+use crate::network::PrivateNetwork;
 use crate::spec::{BindMount, Network};
 
 /// How the supervisor connects the container to its caller.
@@ -140,10 +141,25 @@ async fn run(
     runc.delete_force(id).await?;
     let _ = rustix::mount::unmount(dir.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
 
-    let ports = if record.network == Network::None {
-        proxy::bind(&record.ports)?
-    } else {
+    let netns_path = dir.join("netns");
+    let _ = rustix::mount::unmount(&netns_path, rustix::mount::UnmountFlags::DETACH);
+    let ports = if record.network == Network::Host {
         proxy::bind(&[])?
+    } else {
+        proxy::bind(&record.ports)?
+    };
+    // Lives as long as the container: this process supervises it.
+    let mut network = record.network;
+    let private = match network {
+        Network::Default => match PrivateNetwork::create(&netns_path) {
+            Ok(net) => Some(net),
+            Err(e) => {
+                crate::network::warn_fallback(&e);
+                network = Network::Host;
+                None
+            }
+        },
+        Network::None | Network::Host => None,
     };
     let rootfs = OverlayRootfs::remount(&dir, &record.lowers)?;
     let mut req = ExecRequest::new(record.lowers.clone(), record.command());
@@ -154,7 +170,7 @@ async fn run(
         &record.working_dir
     });
     req.user = (!record.user.is_empty()).then(|| record.user.clone());
-    req.network = record.network;
+    req.network = network;
     req.hostname = Some(record.hostname.clone());
     req.resources = record.resources.clone();
     for m in &record.mounts {
@@ -175,6 +191,7 @@ async fn run(
             id,
             dir: &dir,
             rootfs: rootfs.rootfs(),
+            netns: private.as_ref().map(PrivateNetwork::path),
             host_resolv_conf: containers.host_resolv_conf(),
             terminal: attach.tty,
             // The caller's terminal size, applied before the process runs.
@@ -188,6 +205,7 @@ async fn run(
     )?;
 
     let outcome = run_runc(containers, record, &dir, &bundle, ports, attach).await;
+    drop(private);
     stubs.clean(rootfs.rootfs());
     rootfs.unmount()?;
     outcome

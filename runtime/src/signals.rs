@@ -1,0 +1,59 @@
+//! Signal state for processes kiln starts: every container process (and
+//! the OCI runtime that starts it) begins with default dispositions and
+//! nothing blocked, as BuildKit's and Docker's do. kiln itself ignores
+//! SIGPIPE (Rust's runtime does) and may have been started with SIGINT or
+//! SIGQUIT ignored (a background job of a script); ignored dispositions
+//! survive `execve`, so without this `yes | head` spins forever in a RUN
+//! step.
+
+use nix::libc;
+
+/// Sets every signal's disposition to the default and unblocks all.
+///
+/// Async-signal-safe: meant for a child between `fork` and `execve`
+/// (`pre_exec`), or a process about to `execve`.
+pub fn reset_to_default() {
+    // SAFETY: sigaction/sigprocmask with valid arguments; a signal number
+    // the kernel refuses (SIGKILL, SIGSTOP, the C library's reserved
+    // real-time signals) just fails, which is fine.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn children_start_with_default_sigpipe() {
+        // The test harness (Rust) ignores SIGPIPE; a child reset before
+        // exec sees it at its default (SigIgn mask bit 13 clear).
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "grep SigIgn /proc/self/status"]);
+        // SAFETY: reset_to_default is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Simulate an inherited ignored SIGPIPE and SIGINT.
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                reset_to_default();
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{line}");
+        assert_eq!(mask & (1 << (libc::SIGINT - 1)), 0, "{line}");
+    }
+}
