@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod digest;
+pub mod nullable;
 pub mod platform;
 pub mod reference;
 pub mod validate;
