@@ -4,7 +4,9 @@
 //! algorithms have their exact encoding, `Env` entries are `KEY=value`).
 //!
 //! Untrusted documents (pulled, loaded) pass through here before kiln
-//! relies on them.
+//! relies on them, with [`Rules::Decoder`]: what the Go tools that write
+//! and read images accept, which is looser than the schemas in a few
+//! places real images depend on.
 
 use serde_json::{Map, Value};
 
@@ -35,17 +37,52 @@ fn fail<T>(path: &str, message: impl Into<String>) -> Result<T, ValidationError>
     })
 }
 
-/// Validates `bytes` as a document of `media_type`.
+/// Which rules [`validate_with`] applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    /// The image-spec's JSON schemas, as written.
+    Schema,
+    /// The schemas as Go decoders (Docker, containerd, BuildKit, skopeo)
+    /// apply them: a `null` member is the same as a missing one, an image
+    /// manifest may have no layers (BuildKit and skopeo write `"layers": []`
+    /// for an image of metadata only), and a config's `architecture`, `os`
+    /// and `rootfs.diff_ids` may be missing. Types and formats are checked
+    /// as with [`Rules::Schema`].
+    Decoder,
+}
+
+/// Validates `bytes` as a document of `media_type` against the schemas.
 pub fn validate(media_type: &str, bytes: &[u8]) -> Result<(), ValidationError> {
-    let doc: Value =
+    validate_with(media_type, bytes, Rules::Schema)
+}
+
+/// Validates `bytes` as a document of `media_type` with `rules`.
+pub fn validate_with(media_type: &str, bytes: &[u8], rules: Rules) -> Result<(), ValidationError> {
+    let mut doc: Value =
         serde_json::from_slice(bytes).or_else(|e| fail("", format!("invalid JSON: {e}")))?;
+    let strict = rules == Rules::Schema;
+    if !strict {
+        strip_null_members(&mut doc);
+    }
     match media_type {
         MEDIA_TYPE_DESCRIPTOR => descriptor(&doc, ""),
-        MEDIA_TYPE_MANIFEST => manifest(&doc),
+        MEDIA_TYPE_MANIFEST => manifest(&doc, strict),
         MEDIA_TYPE_INDEX => index(&doc),
-        MEDIA_TYPE_CONFIG => config(&doc),
+        MEDIA_TYPE_CONFIG => config(&doc, strict),
         MEDIA_TYPE_LAYOUT => layout(&doc),
         other => fail("", format!("no validator for media type {other:?}")),
+    }
+}
+
+/// Removes every `null` member of every object, as if it were missing.
+fn strip_null_members(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            o.retain(|_, v| !v.is_null());
+            o.values_mut().for_each(strip_null_members);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_null_members),
+        _ => {}
     }
 }
 
@@ -271,16 +308,21 @@ fn own_media_type(o: &Map<String, Value>, expected: &str) -> Result<(), Validati
     }
 }
 
-fn manifest(doc: &Value) -> Result<(), ValidationError> {
+fn manifest(doc: &Value, strict: bool) -> Result<(), ValidationError> {
     let o = object(doc, "$")?;
     schema_version(o)?;
     own_media_type(o, MEDIA_TYPE_MANIFEST)?;
     media_type_field(o, "artifactType", "$", false)?;
     descriptor(field(o, "config", "$")?, "$.config")?;
-    let Some(layers) = field(o, "layers", "$")?.as_array() else {
+    let no_layers = Value::Array(Vec::new());
+    let layers = match o.get("layers") {
+        None if !strict => &no_layers,
+        _ => field(o, "layers", "$")?,
+    };
+    let Some(layers) = layers.as_array() else {
         return fail("$.layers", "expected an array");
     };
-    if layers.is_empty() {
+    if strict && layers.is_empty() {
         return fail("$.layers", "at least one layer is required");
     }
     for (i, l) in layers.iter().enumerate() {
@@ -309,11 +351,20 @@ fn index(doc: &Value) -> Result<(), ValidationError> {
     annotations(o, "$")
 }
 
-fn config(doc: &Value) -> Result<(), ValidationError> {
+fn config(doc: &Value, strict: bool) -> Result<(), ValidationError> {
     let o = object(doc, "$")?;
-    string(field(o, "architecture", "$")?, "$.architecture")?;
-    string(field(o, "os", "$")?, "$.os")?;
-    for name in ["created", "author", "variant", "os.version"] {
+    if strict {
+        string(field(o, "architecture", "$")?, "$.architecture")?;
+        string(field(o, "os", "$")?, "$.os")?;
+    }
+    for name in [
+        "architecture",
+        "os",
+        "created",
+        "author",
+        "variant",
+        "os.version",
+    ] {
         opt_string(o, name, "$")?;
     }
     if let Some(f) = o.get("os.features") {
@@ -357,7 +408,12 @@ fn config(doc: &Value) -> Result<(), ValidationError> {
     if string(field(rootfs, "type", "$.rootfs")?, "$.rootfs.type")? != "layers" {
         return fail("$.rootfs.type", "must be \"layers\"");
     }
-    for (i, d) in string_array(field(rootfs, "diff_ids", "$.rootfs")?, "$.rootfs.diff_ids")?
+    let no_diff_ids = Value::Array(Vec::new());
+    let diff_ids = match rootfs.get("diff_ids") {
+        None if !strict => &no_diff_ids,
+        _ => field(rootfs, "diff_ids", "$.rootfs")?,
+    };
+    for (i, d) in string_array(diff_ids, "$.rootfs.diff_ids")?
         .iter()
         .enumerate()
     {
@@ -442,5 +498,53 @@ mod tests {
         assert!(validate(MEDIA_TYPE_CONFIG, c.replace("A=1", "A").as_bytes()).is_err());
         assert!(validate(MEDIA_TYPE_LAYOUT, br#"{"imageLayoutVersion":"1.0.0"}"#).is_ok());
         assert!(validate(MEDIA_TYPE_LAYOUT, br#"{"imageLayoutVersion":"2"}"#).is_err());
+    }
+
+    #[test]
+    fn decoder_rules() {
+        let decoder =
+            |media_type, doc: &str| validate_with(media_type, doc.as_bytes(), Rules::Decoder);
+        // BuildKit's zero-layer image, as skopeo writes it to an OCI layout.
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_MANIFEST}","config":{{"mediaType":"{MEDIA_TYPE_CONFIG}","digest":"{D}","size":352}},"layers":[]}}"#
+        );
+        assert!(validate(MEDIA_TYPE_MANIFEST, m.as_bytes()).is_err());
+        assert!(decoder(MEDIA_TYPE_MANIFEST, &m).is_ok());
+        assert!(
+            decoder(
+                MEDIA_TYPE_MANIFEST,
+                &m.replace(r#""layers":[]"#, r#""layers":null"#)
+            )
+            .is_ok()
+        );
+        assert!(
+            decoder(
+                MEDIA_TYPE_MANIFEST,
+                &m.replace(r#""layers":[]"#, r#""layers":{}"#)
+            )
+            .is_err()
+        );
+        assert!(
+            decoder(
+                MEDIA_TYPE_MANIFEST,
+                &m.replace(r#""schemaVersion":2"#, r#""schemaVersion":null"#)
+            )
+            .is_err()
+        );
+
+        let c = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"OnBuild":null},"created":null,"rootfs":{"type":"layers","diff_ids":null},"history":[{"created_by":"LABEL a=b","empty_layer":null}]}"#;
+        assert!(validate(MEDIA_TYPE_CONFIG, c.as_bytes()).is_err());
+        assert!(decoder(MEDIA_TYPE_CONFIG, c).is_ok());
+        assert!(decoder(MEDIA_TYPE_CONFIG, r#"{"rootfs":{"type":"layers"}}"#).is_ok());
+        for bad in [
+            r#"{"rootfs":{"type":"layers","diff_ids":"x"}}"#,
+            r#"{"rootfs":null}"#,
+            r#"{"architecture":1,"rootfs":{"type":"layers"}}"#,
+            r#"{"config":{"Env":"A=1"},"rootfs":{"type":"layers"}}"#,
+            r#"{"config":{"Env":["A"]},"rootfs":{"type":"layers"}}"#,
+            r#"{"history":[{"empty_layer":"yes"}],"rootfs":{"type":"layers"}}"#,
+        ] {
+            assert!(decoder(MEDIA_TYPE_CONFIG, bad).is_err(), "{bad}");
+        }
     }
 }
