@@ -173,9 +173,17 @@ impl Store {
         let mut used = BTreeSet::new();
         let mut active_count = 0;
         for record in &images {
-            let docs = self.image_docs(record)?;
             let in_use = active.contains(&record.id.to_string());
             active_count += usize::from(in_use);
+            // An unreadable image is counted but adds no layers: it does
+            // not make the usage of every other image unknown.
+            let docs = match self.image_docs(record) {
+                Ok(docs) => docs,
+                Err(error) => {
+                    tracing::warn!(id = %record.id, %error, "cannot read image; its layers are not counted");
+                    continue;
+                }
+            };
             for (digest, desc) in docs.layers.into_iter().zip(docs.manifest.layers()) {
                 if in_use {
                     used.insert(digest.clone());

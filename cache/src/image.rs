@@ -142,7 +142,7 @@ impl Store {
     /// Reads and parses an image config blob.
     pub fn read_config(&self, digest: &Digest) -> Result<ImageConfig, ImageError> {
         let bytes = self.read_blob_bytes(digest, MAX_DOCUMENT_SIZE)?;
-        serde_json::from_slice(&bytes).map_err(|source| ImageError::Parse {
+        ImageConfig::from_json(&bytes).map_err(|source| ImageError::Parse {
             what: "image config",
             digest: digest.clone(),
             source,
