@@ -37,6 +37,15 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Reading an image directory (an OCI layout, a `dir:` layout, an
+    /// unpacked archive) failed.
+    #[error("failed to read the image directory {}", path.display())]
+    ReadDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// A tar header could not be read: a corrupt header, or a stream that
     /// ends inside one.
     #[error("failed to read the archive's next entry{}", after.as_ref().map(|m| format!(" after member {m:?}")).unwrap_or_default())]
@@ -126,6 +135,19 @@ pub enum Error {
         /// `"an image"`, `"a config"`, ….
         role: &'static str,
     },
+
+    /// An index in the archive has no image the host can run.
+    #[error("index {digest} has no image for {platform} (it has: {})", available.join(", "))]
+    NoMatchingPlatform {
+        digest: Digest,
+        platform: String,
+        /// The platforms the index offers, `os/arch[/variant]`.
+        available: Vec<String>,
+    },
+
+    /// Indexes nest deeper than kiln follows.
+    #[error("index {digest} nests indexes more than {limit} deep")]
+    IndexTooDeep { digest: Digest, limit: usize },
 
     /// The config's `rootfs.diff_ids` and the manifest's layers disagree
     /// in number.

@@ -46,6 +46,6 @@ pub use image::{
     CommitOptions, CommitStats, CommittedImage, Compression, LayerInput, LayerSource, MediaTypes,
     commit_image,
 };
-pub use load::{LoadedImage, load};
+pub use load::{LoadedImage, load, load_directory};
 pub use progress::Progress;
 pub use save::{ImageSelector, SaveFormat, SavedImage, save};

@@ -4,17 +4,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, BufReader, Read};
 
 use kiln_cache::{Compression, ImageId, ImageRecord, Store};
+use kiln_oci::config::ImageConfig;
 use kiln_oci::digest::{DigestVerifier, Sha256Writer};
-use kiln_oci::{Digest, Reference};
+use kiln_oci::{Digest, Platform, Reference};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, ProgressReader};
 use crate::save::MAX_DOCUMENT;
 use crate::spec::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, DockerManifestEntry, ImageConfig,
-    Index, MEDIA_TYPE_DOCKER_LAYER, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER,
-    MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST, Manifest,
-    OciLayout, is_image_config, is_image_manifest, is_index,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, DescriptorPlatform,
+    DockerManifestEntry, Index, MEDIA_TYPE_DOCKER_LAYER, MEDIA_TYPE_OCI_CONFIG,
+    MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST, Manifest, OciLayout, is_image_config,
+    is_image_manifest, is_index,
 };
 use crate::tarball::{ErrorTap, ExactReader, copy_sides};
 
@@ -98,7 +100,8 @@ struct Pending {
 /// `io.containerd.image.name` annotation, or from
 /// `org.opencontainers.image.ref.name` when that holds a full reference;
 /// a bare tag without a name cannot be applied and is skipped with a
-/// warning), then those of `manifest.json` not already found (tags from
+/// warning; an entry that is an index, a multi-platform image, gives its
+/// image for the host's platform), then those of `manifest.json` not already found (tags from
 /// `RepoTags`), for which an OCI manifest with the uncompressed layers is
 /// written. When both documents are present (a Docker 25+ archive), an
 /// `index.json` entry that fails its checks is skipped with a warning and
@@ -144,7 +147,7 @@ pub fn load<R: Read>(
     if let Some(bytes) = &scan.index {
         let index: Index = parse(bytes, "index.json", "index.json")?;
         for descriptor in &index.manifests {
-            let (id, manifest_digest) = match check_oci_image(store, descriptor) {
+            let (id, manifest_digest) = match image_of(store, descriptor, "index.json", 0) {
                 Ok(found) => found,
                 // In a docker-archive, manifest.json is authoritative: an
                 // image index.json describes inconsistently (as some
@@ -169,10 +172,14 @@ pub fn load<R: Read>(
         }
     }
     if let Some(bytes) = &scan.manifest {
-        let entries: Vec<DockerManifestEntry> = parse(bytes, "manifest.json", "manifest.json")?;
-        for entry in &entries {
-            let image = docker_image(store, &scan, entry, &pending)?;
-            merge(&mut pending, image);
+        if is_dir_layout(bytes) {
+            merge(&mut pending, dir_image(store, bytes)?);
+        } else {
+            let entries: Vec<DockerManifestEntry> = parse(bytes, "manifest.json", "manifest.json")?;
+            for entry in &entries {
+                let image = docker_image(store, &scan, entry, &pending)?;
+                merge(&mut pending, image);
+            }
         }
     }
     if pending.is_empty() {
@@ -180,6 +187,81 @@ pub fn load<R: Read>(
     }
 
     commit(store, pending, progress)
+}
+
+/// [`load`] of a directory holding what an image archive holds: an OCI
+/// layout (`skopeo copy … oci:DIR`, umoci, `podman save --format oci-dir`),
+/// a `dir:` layout (`skopeo copy … dir:DIR`, `podman save --format
+/// docker-dir`) or an unpacked docker-archive. The directory is read as a
+/// tar stream of its content; symbolic links are kept as links.
+pub fn load_directory(
+    store: &Store,
+    dir: &std::path::Path,
+    progress: impl FnMut(&Progress),
+) -> Result<Vec<LoadedImage>> {
+    let read_error = |source| Error::ReadDirectory {
+        path: dir.to_owned(),
+        source,
+    };
+    let (reader, writer) = io::pipe().map_err(read_error)?;
+    let root = dir.to_owned();
+    let tar = std::thread::spawn(move || -> io::Result<()> {
+        let mut builder = tar::Builder::new(writer);
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", &root)?;
+        builder.finish()
+    });
+    // `load` drops the reader when it returns, which ends the writer.
+    let loaded = load(store, reader, progress);
+    let written = tar
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the directory reader panicked")));
+    match (loaded, written) {
+        (Ok(images), _) => Ok(images),
+        // A directory that could not be read explains the load's failure.
+        (Err(_), Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => Err(read_error(e)),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Whether `manifest.json` is that of a `dir:` layout: one image
+/// manifest or index (a JSON object), where a docker-archive has a list.
+fn is_dir_layout(manifest_json: &[u8]) -> bool {
+    manifest_json
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// The image of a `dir:` layout: `manifest.json` is its manifest (or, with
+/// `skopeo copy --all`, its index, with each image's manifest in
+/// `<hex>.manifest.json`), the other files are blobs named by their hex
+/// digest, and are in the store already. Such a layout names no image, so
+/// the image is loaded untagged.
+fn dir_image(store: &Store, bytes: &[u8]) -> Result<Pending> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde::de::IgnoredAny>,
+    }
+    let head: Head = parse(bytes, "manifest.json", "manifest.json")?;
+    let media_type = match head.media_type.filter(|m| !m.is_empty()) {
+        Some(media_type) => media_type,
+        None if head.manifests.is_some() => MEDIA_TYPE_OCI_INDEX.to_owned(),
+        None => MEDIA_TYPE_OCI_MANIFEST.to_owned(),
+    };
+    let digest = store.write_blob_bytes(bytes)?;
+    let descriptor = Descriptor::new(&media_type, digest, bytes.len() as u64);
+    let (id, manifest_digest) = image_of(store, &descriptor, "manifest.json", 0)?;
+    Ok(Pending {
+        id,
+        manifest_digest,
+        synthesized: false,
+        tags: BTreeSet::new(),
+        repo_digests: BTreeSet::new(),
+    })
 }
 
 /// Reads the archive once, storing blobs and keeping documents.
@@ -408,15 +490,36 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// OCI-typed documents from an archive must follow the image-spec (Docker
-/// media types have the same shape but other rules for `mediaType`).
+/// An image config, read as `docker load` reads it: `null` and missing
+/// fields are fine, a value of the wrong type is an error.
+fn parse_config(bytes: &[u8], location: String) -> Result<ImageConfig> {
+    ImageConfig::from_json(bytes).map_err(|source| Error::InvalidDocument {
+        what: "image config",
+        location,
+        source,
+    })
+}
+
+/// OCI-typed documents from an archive must follow the image-spec as the
+/// Go tools read it ([`Rules::Decoder`]: `null` is the same as missing, a
+/// manifest may have no layers), as they are what writes them. Docker
+/// media types have the same shape but other rules for `mediaType`.
+///
+/// [`Rules::Decoder`]: kiln_oci::validate::Rules::Decoder
 fn spec_check(media_type: &str, bytes: &[u8], what: &'static str, digest: &Digest) -> Result<()> {
-    use kiln_oci::validate::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, validate};
-    if media_type == MEDIA_TYPE_MANIFEST || media_type == MEDIA_TYPE_CONFIG {
-        validate(media_type, bytes).map_err(|source| Error::NotSpecCompliant {
-            what,
-            location: digest.to_string(),
-            source,
+    use kiln_oci::validate::{
+        MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Rules, validate_with,
+    };
+    if media_type == MEDIA_TYPE_MANIFEST
+        || media_type == MEDIA_TYPE_CONFIG
+        || media_type == MEDIA_TYPE_INDEX
+    {
+        validate_with(media_type, bytes, Rules::Decoder).map_err(|source| {
+            Error::NotSpecCompliant {
+                what,
+                location: digest.to_string(),
+                source,
+            }
         })?;
     }
     Ok(())
@@ -445,18 +548,106 @@ fn is_uncompressed_layer(media_type: &str) -> bool {
     media_type == MEDIA_TYPE_OCI_LAYER || media_type == MEDIA_TYPE_DOCKER_LAYER
 }
 
-/// Checks an image named by an `index.json` descriptor; returns its id and
-/// manifest digest.
-fn check_oci_image(store: &Store, descriptor: &Descriptor) -> Result<(ImageId, Digest)> {
+/// How deep indexes may nest below `index.json`.
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// The image a descriptor of `index.json` (or of an index below it) names:
+/// an image manifest is that image; an index (a multi-platform image, as
+/// `docker save`, `skopeo copy --all`, `buildah manifest push --all` and
+/// BuildKit's OCI exporter write them) stands for its image for the host's
+/// platform, as `docker load` unpacks it. Only the chosen image's blobs
+/// need to be in the archive. Returns the image id and manifest digest.
+fn image_of(
+    store: &Store,
+    descriptor: &Descriptor,
+    referenced_by: &str,
+    depth: usize,
+) -> Result<(ImageId, Digest)> {
+    if !is_index(&descriptor.media_type) {
+        return check_oci_image(store, descriptor, referenced_by);
+    }
     let digest = &descriptor.digest;
-    if is_index(&descriptor.media_type) || !is_image_manifest(&descriptor.media_type) {
+    if depth >= MAX_INDEX_DEPTH {
+        return Err(Error::IndexTooDeep {
+            digest: digest.clone(),
+            limit: MAX_INDEX_DEPTH,
+        });
+    }
+    check_blob(store, digest, descriptor.size, referenced_by)?;
+    let bytes = store.read_blob_bytes(digest, MAX_DOCUMENT)?;
+    spec_check(&descriptor.media_type, &bytes, "image index", digest)?;
+    let index: Index = parse(&bytes, "image index", digest.to_string())?;
+    let host = Platform::host();
+    let chosen =
+        select_platform(&index.manifests, &host).ok_or_else(|| Error::NoMatchingPlatform {
+            digest: digest.clone(),
+            platform: host.to_string(),
+            available: index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| platform_of(p).to_string())
+                .collect(),
+        })?;
+    tracing::debug!(index = %digest, chosen = %chosen.digest, platform = %host, "selected the host's image from an index");
+    image_of(store, chosen, &format!("index {digest}"), depth + 1)
+}
+
+fn platform_of(p: &DescriptorPlatform) -> Platform {
+    Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        variant: p.variant.clone().filter(|v| !v.is_empty()),
+    }
+}
+
+/// The entry of an index for `wanted`, as containerd picks it: the exact
+/// platform, else the one `wanted` runs that it prefers most, else the
+/// first entry without a platform. Attestations (`unknown/unknown`) and
+/// entries of other media types are never picked.
+fn select_platform<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Option<&'a Descriptor> {
+    let usable = entries
+        .iter()
+        .filter(|d| is_image_manifest(&d.media_type) || is_index(&d.media_type));
+    let candidates: Vec<(&Descriptor, Platform)> = usable
+        .clone()
+        .filter_map(|d| d.platform.as_ref().map(|p| (d, platform_of(p))))
+        .filter(|(_, p)| p.os != "unknown")
+        .collect();
+    if let Some((d, _)) = candidates.iter().find(|(_, p)| wanted.matches(p)) {
+        return Some(d);
+    }
+    let preference = wanted.compatible_platforms();
+    candidates
+        .iter()
+        .filter_map(|(d, p)| {
+            let p = p.normalize();
+            preference
+                .iter()
+                .position(|q| *q == p)
+                .map(|rank| (rank, *d))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, d)| d)
+        .or_else(|| usable.clone().find(|d| d.platform.is_none()))
+}
+
+/// Checks an image named by a descriptor of `index.json` or of an index;
+/// returns its id and manifest digest.
+fn check_oci_image(
+    store: &Store,
+    descriptor: &Descriptor,
+    referenced_by: &str,
+) -> Result<(ImageId, Digest)> {
+    let digest = &descriptor.digest;
+    if !is_image_manifest(&descriptor.media_type) {
         return Err(Error::UnsupportedMediaType {
             digest: digest.clone(),
             media_type: descriptor.media_type.clone(),
-            role: "an image in index.json (only single-image manifests are supported)",
+            role: "an image (an image manifest or an index)",
         });
     }
-    check_blob(store, digest, descriptor.size, "index.json")?;
+    check_blob(store, digest, descriptor.size, referenced_by)?;
     let bytes = store.read_blob_bytes(digest, MAX_DOCUMENT)?;
     spec_check(&descriptor.media_type, &bytes, "image manifest", digest)?;
     let manifest: Manifest = parse(&bytes, "image manifest", digest.to_string())?;
@@ -482,11 +673,7 @@ fn check_oci_image(store: &Store, descriptor: &Descriptor) -> Result<(ImageId, D
         "image config",
         &config_desc.digest,
     )?;
-    let config: ImageConfig = parse(
-        &config_bytes,
-        "image config",
-        config_desc.digest.to_string(),
-    )?;
+    let config = parse_config(&config_bytes, config_desc.digest.to_string())?;
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
         return Err(Error::LayerCountMismatch {
@@ -585,7 +772,7 @@ fn docker_image(
     }
 
     let config_bytes = store.read_blob_bytes(&config_digest, MAX_DOCUMENT)?;
-    let config: ImageConfig = parse(&config_bytes, "image config", entry.config.clone())?;
+    let config = parse_config(&config_bytes, entry.config.clone())?;
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != entry.layers.len() {
         return Err(Error::LayerCountMismatch {

@@ -3,12 +3,13 @@
 //! exporter needs.
 //!
 //! Only the fields kiln reads or writes are modelled; unknown fields are
-//! ignored when reading. Digests are parsed into [`Digest`] while
+//! ignored when reading, and a `null` list or map reads as empty, as Go
+//! tools read them ([`kiln_oci::nullable`]). Digests are parsed into [`Digest`] while
 //! deserialising, so a malformed digest is a document error.
 
 use std::collections::BTreeMap;
 
-use kiln_oci::Digest;
+use kiln_oci::{Digest, nullable};
 use serde::{Deserialize, Serialize};
 
 /// `application/vnd.oci.image.manifest.v1+json`
@@ -77,7 +78,11 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<DescriptorPlatform>,
@@ -104,9 +109,13 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     pub config: Descriptor,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub layers: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -117,9 +126,13 @@ pub struct Index {
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub manifests: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "nullable::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -141,7 +154,7 @@ pub struct DockerManifestEntry {
     #[serde(default)]
     pub repo_tags: Option<Vec<String>>,
     /// Archive paths of the uncompressed layer tars, base first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub layers: Vec<String>,
     /// Descriptors of foreign layers by diff id (written by Docker only for
     /// non-distributable layers; kiln never writes it).
@@ -152,22 +165,24 @@ pub struct DockerManifestEntry {
 /// The `rootfs` of an image config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct RootFs {
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "nullable::default")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub diff_ids: Vec<Digest>,
 }
 
-/// The fields of an image config the exporter reads.
+/// The fields of an image config the exporter reads, with Docker's
+/// tolerance: `null` is the same as missing (`"diff_ids": null` in a
+/// zero-layer image BuildKit made, for one).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct ImageConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub architecture: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub os: String,
     #[serde(default)]
     pub variant: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable::default")]
     pub rootfs: RootFs,
 }
 
