@@ -186,6 +186,18 @@ impl Client {
             self.download_blob(ep, &repo, store, &config, None).await?;
             updated = true;
         }
+        // As `docker pull`: a config kiln cannot read (a value of the wrong
+        // type; `null` and missing fields are fine) or one that names
+        // other layers than the manifest fails the pull, rather than
+        // leaving an image record nothing can use.
+        let image_config = store.read_config(&config.digest)?;
+        if image_config.rootfs.diff_ids.len() != layers.len() {
+            return Err(invalid(&format!(
+                "layers from manifest don't match image configuration ({} layers, {} diff ids)",
+                layers.len(),
+                image_config.rootfs.diff_ids.len()
+            )));
+        }
         for layer in &layers {
             let present = store.has_blob(&layer.digest)?;
             progress(PullEvent {

@@ -378,3 +378,70 @@ async fn mirrors_are_tried_before_upstream() {
     assert_eq!(r.manifest_digest, image.manifest_digest);
     assert_eq!(r.image.tags[0].to_string(), "docker.io/library/busybox:v1");
 }
+
+/// `image` with its config replaced by `config` (and its manifest
+/// rewritten to point at it).
+fn with_config(image: &TestImage, config: serde_json::Value) -> TestImage {
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = kiln_oci::Digest::sha256(&config);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["config"]["digest"] = config_digest.to_string().into();
+    manifest["config"]["size"] = config.len().into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    TestImage {
+        manifest_digest: kiln_oci::Digest::sha256(&manifest),
+        manifest,
+        config,
+        config_digest,
+        layers: image.layers.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configs_are_read_with_dockers_tolerance() {
+    let base = make_image("nulls", &[("a", b"alpha")]);
+    let diff_ids: Vec<String> = base.layers.iter().map(|(d, _)| d.to_string()).collect();
+    // What `docker import` writes: null lists and maps, unknown members.
+    let nulls = with_config(
+        &base,
+        serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Hostname": "", "Env": null, "Cmd": null, "Volumes": null,
+                       "Entrypoint": null, "OnBuild": null, "Labels": null},
+            "container_config": {"Env": null},
+            "created": null,
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }),
+    );
+    let host = serve(Arc::new(Fake::with_image(&nulls))).await;
+    let (_d, store) = temp_store();
+    let client = Client::new(config(0), None).unwrap();
+    let r = pull(&client, &store, &format!("{host}/test/nulls:v1"))
+        .await
+        .unwrap();
+    let docs = store.image_docs(&r.image).unwrap();
+    assert!(docs.config.config.env.is_empty());
+
+    // A value of the wrong type fails the pull, as with `docker pull`.
+    let mut bad: serde_json::Value = serde_json::from_slice(&nulls.config).unwrap();
+    bad["config"]["Env"] = "PATH=/bin".into();
+    let bad = with_config(&base, bad);
+    let host = serve(Arc::new(Fake::with_image(&bad))).await;
+    let err = pull(&client, &store, &format!("{host}/test/bad:v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Image(_)), "{err:?}");
+    assert!(store.resolve(&format!("{host}/test/bad:v1")).is_err());
+
+    // So does a config naming other layers than the manifest.
+    let mut other: serde_json::Value = serde_json::from_slice(&nulls.config).unwrap();
+    other["rootfs"]["diff_ids"] = serde_json::json!([]);
+    let other = with_config(&base, other);
+    let host = serve(Arc::new(Fake::with_image(&other))).await;
+    let err = pull(&client, &store, &format!("{host}/test/other:v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidManifest { .. }), "{err:?}");
+    assert_eq!(store.images().unwrap().len(), 1);
+}
