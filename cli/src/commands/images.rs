@@ -48,11 +48,23 @@ pub struct Summary {
     pub size: u64,
 }
 
-/// Every image in the store, newest first.
+/// Every image in the store, newest first. An image whose manifest or
+/// config cannot be read is left out with a warning on stderr that names
+/// it: one unreadable record does not hide the rest of the store.
 pub fn summaries(store: &Store) -> anyhow::Result<Vec<Summary>> {
     let mut out = Vec::new();
     for record in store.images()? {
-        let docs = store.image_docs(&record)?;
+        let docs = match store.image_docs(&record) {
+            Ok(docs) => docs,
+            Err(e) => {
+                eprintln!(
+                    "warning: skipping image {}: {:#}",
+                    describe(&record),
+                    anyhow::Error::from(e)
+                );
+                continue;
+            }
+        };
         let created = docs
             .config
             .created_time()
@@ -71,6 +83,21 @@ pub fn summaries(store: &Store) -> anyhow::Result<Vec<Summary>> {
             .then(a.record.id.cmp(&b.record.id))
     });
     Ok(out)
+}
+
+/// An image as a warning names it: its tags, then its id.
+fn describe(record: &ImageRecord) -> String {
+    let names: Vec<String> = record
+        .tags
+        .iter()
+        .chain(&record.repo_digests)
+        .map(Reference::familiar_string)
+        .collect();
+    if names.is_empty() {
+        record.id.to_string()
+    } else {
+        format!("{} ({})", names.join(", "), record.id)
+    }
 }
 
 /// The parsed `--filter` values.
