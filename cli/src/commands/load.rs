@@ -14,7 +14,8 @@ use crate::render::DockerError;
 #[derive(Args, Debug)]
 #[command(about = "Load an image from a tar archive or STDIN")]
 pub struct LoadArgs {
-    /// Read from tar archive file, instead of STDIN
+    /// Read from tar archive file (or an OCI layout or skopeo `dir:`
+    /// directory), instead of STDIN
     #[arg(short = 'i', long = "input", value_name = "string")]
     input: Option<PathBuf>,
     /// Suppress the load output
@@ -24,24 +25,17 @@ pub struct LoadArgs {
 
 pub fn run(ctx: &Context, a: LoadArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let input: Box<dyn Read> = match &a.input {
-        Some(path) => Box::new(
-            std::fs::File::open(path)
-                .with_context(|| format!("failed to open {}", path.display()))?,
-        ),
-        None => {
-            if std::io::stdin().is_terminal() {
-                return Err(
-                    DockerError("requested load from stdin, but stdin is empty".into()).into(),
-                );
-            }
-            Box::new(std::io::stdin().lock())
-        }
-    };
     let mut bars = Bars::stderr(Action::Load, !a.quiet);
-    let loaded = kiln_exporter::load(&store, BufReader::with_capacity(1 << 20, input), |p| {
-        bars.event(p)
-    })?;
+    let loaded = match &a.input {
+        // An OCI layout or `dir:` layout as skopeo, umoci and podman write
+        // them, without packing it into an archive first.
+        Some(path) if path.is_dir() => {
+            kiln_exporter::load_directory(&store, path, |p| bars.event(p))?
+        }
+        _ => kiln_exporter::load(&store, BufReader::with_capacity(1 << 20, input(&a)?), |p| {
+            bars.event(p)
+        })?,
+    };
     bars.finish();
     if !a.quiet {
         for image in &loaded {
@@ -54,4 +48,22 @@ pub fn run(ctx: &Context, a: LoadArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The archive to read: the `--input` file, else stdin.
+fn input(a: &LoadArgs) -> anyhow::Result<Box<dyn Read>> {
+    Ok(match &a.input {
+        Some(path) => Box::new(
+            std::fs::File::open(path)
+                .with_context(|| format!("failed to open {}", path.display()))?,
+        ),
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(
+                    DockerError("requested load from stdin, but stdin is empty".into()).into(),
+                );
+            }
+            Box::new(std::io::stdin().lock())
+        }
+    })
 }
