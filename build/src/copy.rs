@@ -7,9 +7,9 @@
 //! - a directory source copies its contents with `dir_copy_contents`,
 //!   else itself;
 //! - a destination spelled as a directory (`/dest/`) is created and
-//!   receives sources by name; one spelled as a file (`/dest`) names a
-//!   single file source, unless it already is a directory; several
-//!   sources need a directory;
+//!   receives sources by name; one spelled as a file (`/dest`) is the
+//!   path each source is copied to, unless it already is a directory
+//!   (several file sources onto one file: the last wins, as in BuildKit);
 //! - `follow_symlinks` follows a symlink that is the source path itself;
 //!   symlinks inside copied trees are copied as symlinks;
 //! - ownership is preserved unless `chown` is set; modes are preserved
@@ -18,8 +18,9 @@
 //! - exclude patterns apply to paths relative to each matched source;
 //! - with `parents`, the source's parent directories (below a `/./`
 //!   marker if there is one) are recreated under the destination;
-//! - with `unpack_archives`, a local tar archive (plain, gzip or zstd) is
-//!   extracted into the destination directory instead of copied.
+//! - with `unpack_archives`, a local tar archive (plain, gzip, bzip2, xz
+//!   or zstd) is extracted into the destination directory instead of
+//!   copied, with the archive's own modes.
 //!
 //! Every path in both roots is resolved with [`crate::paths`], so symlinks
 //! never lead outside the roots.
@@ -72,6 +73,24 @@ pub(crate) fn set_owner_times(
         .map_err(|e| Error::io("set times of", path, e.into()))?;
     }
     Ok(())
+}
+
+/// Sets the modification and access times, not following symlinks.
+pub(crate) fn set_times(path: &Path, (sec, nsec): (i64, i64)) -> Result<()> {
+    let ts = Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io("set times of", path, e.into()))
 }
 
 /// Creates directory `path` (cleaned, absolute) inside `root` with its
@@ -148,15 +167,6 @@ pub(crate) fn copy(
         }
         return Err(Error::NotFound { path: src });
     }
-    if matches.len() > 1 && !dest_is_dir {
-        let host = paths::resolve(dst_root, &dest).map_err(|e| Error::io("resolve", &dest, e))?;
-        if !host.is_dir() {
-            return Err(Error::action(
-                "when using COPY with more than one source file, the destination must be a directory and end with a /",
-            ));
-        }
-    }
-
     let mut links = HashMap::new();
     for m in &matches {
         let src_host = if action.follow_symlinks {
@@ -281,7 +291,8 @@ pub(crate) fn resolve_wildcards(root: &Path, pattern: &str) -> Result<Vec<String
 }
 
 /// Extracts `archive` into `dest_path` if it is a tar archive (plain,
-/// gzip or zstd). `Ok(None)` when it is not one: it is then copied.
+/// gzip, bzip2, xz or zstd, told by content as BuildKit does). `Ok(None)`
+/// when it is not one: it is then copied.
 fn try_unpack(
     archive: &Path,
     dst_root: &Path,
@@ -290,36 +301,12 @@ fn try_unpack(
     scratch: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<Option<()>> {
-    if !is_tar_archive(archive)? {
-        return Ok(None);
-    }
     let tmp = tempfile::Builder::new()
         .prefix("unpack-")
         .tempdir_in(scratch)
         .map_err(|e| Error::io("create temporary directory in", scratch, e))?;
-    let f = fs::File::open(archive).map_err(|e| Error::io("open", archive, e))?;
-    let unpack_err = |source| Error::Unpack {
-        path: archive.to_owned(),
-        source,
-    };
-    let (_, reader) = kiln_cache::decompress(f).map_err(unpack_err)?;
-    let mut options = kiln_cache::ExtractOptions::new(kiln_cache::ExtractMode::Flatten);
-    options.allow_devices = false;
-    kiln_cache::extract_layer(reader, tmp.path(), &options).map_err(unpack_err)?;
-    let dst_host = mkdir_all(dst_root, dest_path, meta.owner, 0o755, meta.mtime)?;
-    let root_meta =
-        fs::symlink_metadata(tmp.path()).map_err(|e| Error::io("stat", tmp.path(), e))?;
-    let mut c = Copier { meta, links };
-    c.copy_entry(tmp.path(), &root_meta, &dst_host, "", false)?;
-    Ok(Some(()))
-}
-
-/// Whether the file is a tar stream once decompressed (`ustar` magic at
-/// offset 257, or a plausible old-style header checksum).
-fn is_tar_archive(path: &Path) -> Result<bool> {
-    let f = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let Ok((_, mut reader)) = kiln_cache::decompress(f) else {
-        return Ok(false);
+    let Some(mut reader) = open_archive(archive, tmp.path())? else {
+        return Ok(None);
     };
     let mut block = [0u8; 512];
     let mut filled = 0;
@@ -328,21 +315,89 @@ fn is_tar_archive(path: &Path) -> Result<bool> {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(false),
+            Err(_) => return Ok(None),
         }
     }
-    if filled < 512 {
-        return Ok(false);
+    if !is_tar_header(&block[..filled]) {
+        return Ok(None);
+    }
+    let reader = io::Cursor::new(block).take(filled as u64).chain(reader);
+    let unpack_err = |source| Error::Unpack {
+        path: archive.to_owned(),
+        source,
+    };
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).map_err(|e| Error::io("create directory", &root, e))?;
+    let mut options = kiln_cache::ExtractOptions::new(kiln_cache::ExtractMode::Flatten);
+    options.allow_devices = false;
+    kiln_cache::extract_layer(reader, &root, &options).map_err(unpack_err)?;
+    let dst_host = mkdir_all(dst_root, dest_path, meta.owner, 0o755, meta.mtime)?;
+    let root_meta = fs::symlink_metadata(&root).map_err(|e| Error::io("stat", &root, e))?;
+    // The archive's own modes, as BuildKit extracts (--chmod is for
+    // copied files).
+    let meta = CopyMeta {
+        owner: meta.owner,
+        mode: None,
+        mtime: meta.mtime,
+        exclude: None,
+        exclude_has_negation: false,
+    };
+    let mut c = Copier { meta: &meta, links };
+    c.copy_entry(&root, &root_meta, &dst_host, "", false)?;
+    Ok(Some(()))
+}
+
+/// The decompressed stream of `path`, or `None` when it is compressed in
+/// a way that fails to decode (then it is no archive). xz is decoded into
+/// a file in `scratch` first (its decoder writes, it does not read).
+fn open_archive(path: &Path, scratch: &Path) -> Result<Option<Box<dyn Read>>> {
+    let mut f = fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut head = [0u8; 6];
+    let mut filled = 0;
+    while filled < head.len() {
+        match f.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    let head = &head[..filled];
+    let rest = io::Cursor::new(head.to_vec()).chain(f);
+    if head.starts_with(b"BZh") {
+        return Ok(Some(Box::new(bzip2::read::MultiBzDecoder::new(rest))));
+    }
+    if head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        let out_path = scratch.join("xz-decoded");
+        let mut out = fs::File::create(&out_path).map_err(|e| Error::io("create", &out_path, e))?;
+        let mut input = io::BufReader::new(rest);
+        if lzma_rs::xz_decompress(&mut input, &mut io::BufWriter::new(&mut out)).is_err() {
+            return Ok(None);
+        }
+        let f = fs::File::open(&out_path).map_err(|e| Error::io("open", &out_path, e))?;
+        return Ok(Some(Box::new(f)));
+    }
+    match kiln_cache::decompress(rest) {
+        Ok((_, reader)) => Ok(Some(reader)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether `block` starts a tar stream (`ustar` magic at offset 257, or
+/// a plausible old-style header checksum).
+fn is_tar_header(block: &[u8]) -> bool {
+    if block.len() < 512 {
+        return false;
     }
     if &block[257..262] == b"ustar" {
-        return Ok(true);
+        return true;
     }
     // Old (v7) tar: verify the header checksum.
     let stored = std::str::from_utf8(&block[148..156])
         .ok()
         .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
         .and_then(|s| u32::from_str_radix(s, 8).ok());
-    let sum: u32 = block
+    let sum: u32 = block[..512]
         .iter()
         .enumerate()
         .map(|(i, &b)| {
@@ -353,7 +408,7 @@ fn is_tar_archive(path: &Path) -> Result<bool> {
             }
         })
         .sum();
-    Ok(stored == Some(sum) && block[0] != 0)
+    stored == Some(sum) && block[0] != 0
 }
 
 struct Copier<'a> {
@@ -401,13 +456,13 @@ impl Copier<'_> {
                 .map_err(|e| Error::io("read directory", src, e))?;
             names.sort();
             for name in names {
-                let child_rel = match (rel.is_empty(), name.to_str()) {
-                    (true, Some(n)) => n.to_owned(),
-                    (false, Some(n)) => format!("{rel}/{n}"),
-                    (_, None) => {
-                        tracing::warn!(dir = %src.display(), ?name, "skipping a file name that is not UTF-8");
-                        continue;
-                    }
+                // Exclude patterns see names that are not UTF-8 with
+                // replacement characters; the copy keeps their bytes.
+                let n = name.to_string_lossy();
+                let child_rel = if rel.is_empty() {
+                    n.into_owned()
+                } else {
+                    format!("{rel}/{n}")
                 };
                 let child = src.join(&name);
                 let cmd = fs::symlink_metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
@@ -482,7 +537,8 @@ impl Copier<'_> {
             Some(t) => (t, 0),
             None => (md.mtime(), md.mtime_nsec()),
         };
-        // chown clears setuid/setgid: set the mode after it.
+        // chown clears setuid/setgid: set the mode after it, and the
+        // times last (chmod does not touch them).
         set_owner_times(dst, uid, gid, None)?;
         if !md.file_type().is_symlink() {
             let mode = match &self.meta.mode {
@@ -492,7 +548,7 @@ impl Copier<'_> {
             fs::set_permissions(dst, fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io("set permissions of", dst, e))?;
         }
-        set_owner_times(dst, uid, gid, Some(mtime))
+        set_times(dst, mtime)
     }
 }
 

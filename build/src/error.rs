@@ -71,14 +71,6 @@ pub enum Error {
     /// An exclude or include pattern is invalid.
     #[error("invalid pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
-    /// A user or group name in `--chown` is not in the destination's
-    /// `/etc/passwd` or `/etc/group`.
-    #[error("unable to find {kind} {name}: no matching entries in {file} file")]
-    NoSuchOwner {
-        kind: &'static str,
-        name: String,
-        file: &'static str,
-    },
     /// A diff op whose lower is not a prefix of its upper.
     #[error(
         "cannot compute the diff: the lower input ({lower} layers) is not a prefix of the upper input ({upper} layers); only diffs of a filesystem against one of its ancestors are supported"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_runtime::{BindMount, ExecRequest, Network, OutputChunk, Stream, TmpfsMount};
 use kiln_solver::{
-    CacheSharing, ExecContext, ExecOp, LogStream, MountKind, NetworkMode, SecretMount,
+    CacheInit, CacheSharing, ExecContext, ExecOp, LogStream, MountKind, NetworkMode, SecretMount,
 };
 use tokio::sync::mpsc;
 
@@ -93,15 +93,33 @@ async fn cache_mount(
     shared: &Shared,
     id: &str,
     sharing: CacheSharing,
+    init: Option<CacheInit>,
 ) -> Result<(PathBuf, Option<fs::File>)> {
     let base = shared.cache_mounts.clone();
     let name = cache_dir_name(id);
+    // A new cache directory gets the mount's owner and mode, as BuildKit's
+    // (an existing one keeps what it has).
+    let create_dir_all = move |dir: &Path| -> std::io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir)?;
+        if let Some(i) = init {
+            rustix::fs::chown(
+                dir,
+                Some(rustix::fs::Uid::from_raw(i.uid)),
+                Some(rustix::fs::Gid::from_raw(i.gid)),
+            )?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(i.mode & 0o7777))?;
+        }
+        Ok(())
+    };
     blocking(move || {
         fs::create_dir_all(&base).map_err(|e| Error::io("create directory", &base, e))?;
         let dir = base.join(&name);
         match sharing {
             CacheSharing::Shared => {
-                fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+                create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
                 Ok((dir, None))
             }
             CacheSharing::Locked => {
@@ -109,7 +127,7 @@ async fn cache_mount(
                 // Waits for the other user (another build, or this one).
                 lock.lock()
                     .map_err(|e| Error::io("lock", base.join(format!("{name}.lock")), e))?;
-                fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+                create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
                 Ok((dir, Some(lock)))
             }
             CacheSharing::Private => {
@@ -126,7 +144,7 @@ async fn cache_mount(
                     };
                     let lock = crate::locks::open(&l)?;
                     if lock.try_lock().is_ok() {
-                        fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
+                        create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
                         return Ok((d, Some(lock)));
                     }
                 }
@@ -237,9 +255,9 @@ pub(crate) async fn run(
                     readonly: m.readonly,
                 });
             }
-            MountKind::Cache { id, sharing } => {
+            MountKind::Cache { id, sharing, init } => {
                 let id = if id.is_empty() { &dest } else { id };
-                let (dir, lock) = cache_mount(shared, id, *sharing).await?;
+                let (dir, lock) = cache_mount(shared, id, *sharing, *init).await?;
                 if let Some(lock) = lock {
                     held.locks.push(lock);
                 }

@@ -61,6 +61,9 @@ pub(crate) struct Meta {
     /// What the stat cache trusts (and the full `st_mode`).
     key: StatKey,
     rdev: u64,
+    /// The file's device, when it has other hard links (else 0): with
+    /// the inode it names the link group.
+    link_dev: u64,
 }
 
 impl Meta {
@@ -68,7 +71,17 @@ impl Meta {
         Meta {
             key: StatKey::of(meta),
             rdev: meta.rdev(),
+            link_dev: if meta.is_file() && meta.nlink() > 1 {
+                meta.dev().max(1)
+            } else {
+                0
+            },
         }
+    }
+
+    /// `(device, inode)` of a regular file with several hard links.
+    fn link_group(&self) -> Option<(u64, u64)> {
+        (self.link_dev != 0).then_some((self.link_dev, self.key.ino))
     }
 
     /// Permission bits, with setuid, setgid and sticky.
@@ -150,6 +163,24 @@ fn filter_state(patterns: &[String], rel: &str, is_dir: bool) -> Option<bool> {
 pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut follow = sel.follow.clone();
+    let linked = links_in_parents(root, &sel.follow);
+    let widened;
+    let sel = if linked.is_empty() {
+        sel
+    } else {
+        follow.extend(linked.iter().cloned());
+        let mut include = sel.include.clone();
+        if !include.is_empty() {
+            include.extend(linked);
+        }
+        widened = Selection {
+            follow: sel.follow.clone(),
+            include,
+            exclude: sel.exclude,
+            exclude_has_negation: sel.exclude_has_negation,
+        };
+        &widened
+    };
     // Symlinks named by follow paths select their targets too; a few
     // rounds cover chains of links.
     for _ in 0..8 {
@@ -166,7 +197,11 @@ pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
         let mut extra = Vec::new();
         for e in &out {
             if e.kind == Kind::Symlink
-                && sel.follow.iter().chain(follow.iter()).any(|p| p == &e.rel)
+                && sel
+                    .follow
+                    .iter()
+                    .chain(follow.iter())
+                    .any(|p| p == &e.rel || glob::match_path(p, &e.rel))
                 && let Some(t) = &e.target
             {
                 let parent = crate::paths::split(&format!("/{}", e.rel)).0;
@@ -183,6 +218,46 @@ pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
         follow.extend(extra);
     }
     Ok(out)
+}
+
+/// For follow paths that go through symlinked directories
+/// (`via/file.txt` with `via -> real`): the links and the paths they lead
+/// to (`via`, `real/file.txt`), so that the copy can resolve them in the
+/// selection, as fsutil's follow paths do.
+fn links_in_parents(root: &Path, follow: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in follow {
+        let mut path = p.clone();
+        // A few rounds for links to links.
+        for _ in 0..16 {
+            let parts: Vec<&str> = path.split('/').collect();
+            let mut hit = None;
+            for i in 1..parts.len() {
+                let prefix = parts[..i].join("/");
+                if glob::has_wildcard(&prefix) {
+                    break;
+                }
+                if let Ok(t) = fs::read_link(root.join(&prefix)) {
+                    hit = Some((prefix, t, parts[i..].join("/")));
+                    break;
+                }
+            }
+            let Some((link, target, rest)) = hit else { break };
+            let parent = crate::paths::split(&format!("/{link}")).0;
+            let resolved = crate::paths::join(&parent, &target.to_string_lossy());
+            let resolved = resolved.trim_start_matches('/');
+            out.push(link);
+            path = if resolved.is_empty() {
+                rest
+            } else {
+                format!("{resolved}/{rest}")
+            };
+            out.push(path.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Returns whether anything at or below `dir` was selected.
@@ -741,6 +816,8 @@ pub(crate) fn diff_selection(
 /// Copies the selected entries from `root` into `dest` (blocking).
 pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Result<()> {
     let mut dirs = Vec::new();
+    // Hard links in the context stay linked in the copy, as BuildKit's.
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for e in entries {
         let src = root.join(&e.rel);
         let dst = dest.join(&e.rel);
@@ -751,9 +828,22 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
                 continue;
             }
             Kind::File => {
+                if let Some(group) = e.meta.link_group() {
+                    if let Some(first) = links.get(&group)
+                        && fs::hard_link(first, &dst).is_ok()
+                    {
+                        continue;
+                    }
+                    links.insert(group, dst.clone());
+                }
                 fs::copy(&src, &dst).map_err(|err| Error::io("copy", &src, err))?;
+                // chown clears setuid and setgid: owner, then mode, then
+                // times.
+                crate::copy::set_owner_times(&dst, 0, 0, None)?;
                 fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.perm()))
                     .map_err(|err| Error::io("set permissions of", &dst, err))?;
+                crate::copy::set_times(&dst, e.meta.mtime())?;
+                continue;
             }
             Kind::Symlink => {
                 let t = e.target.as_deref().unwrap_or(Path::new(""));

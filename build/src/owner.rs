@@ -1,7 +1,9 @@
 //! `--chown` user and group names resolved against the destination root
 //! filesystem's `/etc/passwd` and `/etc/group`, as BuildKit does: a user
 //! name gives the user's uid and primary gid, a numeric user gives
-//! `uid:uid`; an explicit group overrides the gid.
+//! `uid:uid`; an explicit group overrides the gid. A name the files do
+//! not list is not an error: an unknown user is root (0:0) and an unknown
+//! group leaves the gid as it was, as in BuildKit.
 
 use std::path::Path;
 
@@ -24,12 +26,7 @@ pub(crate) fn resolve_chown(root: &Path, chown: &ChownOpt) -> Result<(u32, u32)>
                             .into_iter()
                             .find(|e| e.name == *name)
                     })
-                    .map(|e| (e.uid, e.gid))
-                    .ok_or_else(|| Error::NoSuchOwner {
-                        kind: "user",
-                        name: name.clone(),
-                        file: "passwd",
-                    })?
+                    .map_or((0, 0), |e| (e.uid, e.gid))
             }
         }
     };
@@ -44,12 +41,7 @@ pub(crate) fn resolve_chown(root: &Path, chown: &ChownOpt) -> Result<(u32, u32)>
                             .into_iter()
                             .find(|e| e.name == *name)
                     })
-                    .map(|e| e.gid)
-                    .ok_or_else(|| Error::NoSuchOwner {
-                        kind: "group",
-                        name: name.clone(),
-                        file: "group",
-                    })?,
+                    .map_or(gid, |e| e.gid),
             },
         };
     }

@@ -67,6 +67,7 @@ async fn two_workers_missing_one_key_run_it_once() {
         kind: MountKind::Cache {
             id: "counter".into(),
             sharing: CacheSharing::Shared,
+            init: None,
         },
         output: false,
     });
@@ -339,6 +340,7 @@ async fn prune_all_removes_cache_mounts() {
         kind: MountKind::Cache {
             id: "pip".into(),
             sharing: CacheSharing::Locked,
+            init: None,
         },
         output: false,
     });

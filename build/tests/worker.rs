@@ -363,6 +363,7 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
         kind: MountKind::Cache {
             id: "shared-id".into(),
             sharing: CacheSharing::Locked,
+            init: None,
         },
         output: false,
     };

@@ -14,7 +14,7 @@ use kiln_oci::Digest;
 use kiln_oci::config::{ContainerConfig, Empty, History, ImageConfig};
 use kiln_solver::{
     CacheSharing as OpSharing, Chmod as OpChmod, ChownOpt, CopyAction, ExecMount, ExecOp,
-    FileAction, FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, SecretEnv,
+    CacheInit, FileAction, FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, SecretEnv,
     SecretMount, SecurityMode, SourceOp, UserOpt, VertexId,
 };
 
@@ -132,10 +132,6 @@ pub enum CompileErrorKind {
     Stage(crate::stages::StageErrorKind),
     #[error("failed to resolve base image {name}: {reason}")]
     BaseImage { name: String, reason: String },
-    #[error(
-        "When using {0} with more than one source file, the destination must be a directory and end with a /"
-    )]
-    MultipleSourcesNeedDirectory(&'static str),
     #[error("{0} requires at least one source")]
     NoSources(&'static str),
     #[error("source can't be a URL for COPY")]
@@ -536,6 +532,8 @@ fn compile_stage<'p>(
     Ok(state)
 }
 
+/// The config of an image with nothing in it, as BuildKit's: the
+/// platform and the working directory `/`.
 fn empty_config(platform: &str) -> ImageConfig {
     let mut parts = platform.splitn(3, '/');
     let os = parts.next().unwrap_or("linux").to_string();
@@ -545,7 +543,10 @@ fn empty_config(platform: &str) -> ImageConfig {
         architecture: arch,
         os,
         variant,
-        config: ContainerConfig::default(),
+        config: ContainerConfig {
+            working_dir: "/".to_owned(),
+            ..ContainerConfig::default()
+        },
         rootfs: Default::default(),
         ..Default::default()
     }
@@ -824,7 +825,13 @@ fn dispatch(
             history(state, ctx, format!("ONBUILD {expr}"), true);
         }
         (Command::Workdir(_), Expanded::Workdir(w)) => {
-            let dir = resolve_path(&state.config.config.working_dir, &w);
+            // An absolute path is kept as written (trailing slash and all),
+            // a relative one joined and cleaned, as BuildKit does.
+            let dir = if w.starts_with('/') {
+                w.clone()
+            } else {
+                resolve_path(&state.config.config.working_dir, &w)
+            };
             state.config.config.working_dir = dir.clone();
             let owner = (!state.config.config.user.is_empty())
                 .then(|| parse_chown(&state.config.config.user, span))
@@ -1102,6 +1109,13 @@ fn compile_run(
                         CacheSharing::Private => OpSharing::Private,
                         CacheSharing::Locked => OpSharing::Locked,
                     },
+                    init: (m.uid.is_some() || m.gid.is_some() || m.mode.is_some()).then(|| {
+                        CacheInit {
+                            uid: m.uid.unwrap_or(0),
+                            gid: m.gid.unwrap_or(0),
+                            mode: m.mode.unwrap_or(0o755),
+                        }
+                    }),
                 },
                 output: false,
             },
@@ -1263,14 +1277,10 @@ fn compile_copy(
     if count == 0 {
         return Err(err(CompileErrorKind::NoSources(req.instruction), span));
     }
+    // Several sources onto a path not spelled as a directory are copied
+    // one after the other to it (BuildKit has no check here).
     let dest_is_dir =
         req.dest.ends_with('/') || req.dest.ends_with("/.") || req.dest == "." || req.dest == "..";
-    if count > 1 && !dest_is_dir {
-        return Err(err(
-            CompileErrorKind::MultipleSourcesNeedDirectory(req.instruction),
-            span,
-        ));
-    }
     let mut dest = resolve_path(&state.config.config.working_dir, &req.dest);
     if dest_is_dir && !dest.ends_with('/') {
         dest.push('/');
@@ -1308,7 +1318,9 @@ fn compile_copy(
             dir_copy_contents: true,
             create_dest_path: true,
             allow_wildcard: true,
-            allow_empty_wildcard: false,
+            // A wildcard that matches nothing copies nothing (BuildKit's
+            // frontend sets AllowEmptyWildcard for COPY and ADD).
+            allow_empty_wildcard: true,
             include_patterns: Vec::new(),
             exclude_patterns: req.excludes.clone(),
             always_replace_existing_dest_paths: false,
@@ -1615,12 +1627,8 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_instruction() {
-        let e = build("FROM busybox\nCOPY a b c\n").unwrap_err();
-        assert_eq!(
-            e.kind,
-            CompileErrorKind::MultipleSourcesNeedDirectory("COPY")
-        );
-        assert_eq!(e.span.start_line, 2);
+        let e = build("FROM busybox\nRUN true\nCOPY --from=x:y@bad a b\n").unwrap_err();
+        assert_eq!(e.span.start_line, 3, "{e:?}");
         assert!(matches!(
             build("FROM busybox\nSTOPSIGNAL SIGNOPE\n")
                 .unwrap_err()

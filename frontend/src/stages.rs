@@ -916,14 +916,25 @@ impl<'a> StageScope<'a> {
     }
 
     /// The environment of a RUN: the state env plus proxy args given with
-    /// `--build-arg` (never declared, never in history).
+    /// `--build-arg` (never declared, never in history). As in BuildKit,
+    /// a proxy given in either spelling is set in both (`HTTP_PROXY` and
+    /// `http_proxy`).
     pub fn run_env(&self) -> Vec<(String, String)> {
         let mut v = self.state_env.clone();
-        for p in PROXY_ARGS {
-            if let Some(val) = self.opts.build_args.get(*p)
-                && !v.iter().any(|(k, _)| k == p)
-            {
-                v.push((p.to_string(), val.clone()));
+        for pair in PROXY_ARGS.chunks(2) {
+            let [upper, lower] = pair else { continue };
+            let Some(val) = self
+                .opts
+                .build_args
+                .get(*upper)
+                .or_else(|| self.opts.build_args.get(*lower))
+            else {
+                continue;
+            };
+            for name in [upper, lower] {
+                if !v.iter().any(|(k, _)| k == name) {
+                    v.push((name.to_string(), val.clone()));
+                }
             }
         }
         v

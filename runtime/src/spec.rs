@@ -1,10 +1,12 @@
 //! The OCI runtime spec (`config.json`) for a container, with Docker's
 //! defaults: mount, pid, ipc and uts namespaces (plus a network namespace
-//! holding only `lo` unless the host network is used), `/proc`, a tmpfs
-//! `/dev` with the minimal devices, `/dev/pts`, `/dev/shm`, `/dev/mqueue`,
-//! a read-only `/sys`, generated `/etc/hosts`, `/etc/resolv.conf` and
-//! `/etc/hostname` bind-mounted read-only, Docker's default capability
-//! set, masked and read-only `/proc` paths, and `no_new_privileges`.
+//! unless the host network is used: a new one holding only `lo`, or a
+//! private one with outbound access), `/proc`, a tmpfs `/dev` with the
+//! minimal devices, `/dev/pts`, `/dev/shm`, `/dev/mqueue`, a read-only
+//! `/sys`, generated `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`
+//! bind-mounted read-only, Docker's default capability set, masked and
+//! read-only `/proc` paths. As in Docker and BuildKit, processes may gain
+//! privileges (setuid `su`, `sudo`). No seccomp profile is applied yet.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,9 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// Mount options of the generated `/etc` files, as BuildKit's.
+const GENERATED_OPTS: &[&str] = &["nosuid", "nodev", "noexec"];
 
 /// The network a container sees.
 #[derive(
@@ -172,10 +177,15 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount>
 }
 
 fn bind(source: &Path, dest: &Path, readonly: bool) -> Result<Mount> {
+    bind_with(source, dest, readonly, &[])
+}
+
+fn bind_with(source: &Path, dest: &Path, readonly: bool, extra: &[&str]) -> Result<Mount> {
     let mut options = vec!["rbind".to_owned(), "rprivate".to_owned()];
     if readonly {
         options.push("ro".to_owned());
     }
+    options.extend(extra.iter().map(|s| (*s).to_owned()));
     MountBuilder::default()
         .destination(dest)
         .typ("bind")
@@ -233,9 +243,9 @@ fn mounts(opts: &SpecOptions) -> Result<Vec<Mount>> {
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
-        bind(&opts.hosts_file, Path::new("/etc/hosts"), true)?,
-        bind(&opts.resolv_conf, Path::new("/etc/resolv.conf"), true)?,
-        bind(&opts.hostname_file, Path::new("/etc/hostname"), true)?,
+        bind_with(&opts.hosts_file, Path::new("/etc/hosts"), true, GENERATED_OPTS)?,
+        bind_with(&opts.resolv_conf, Path::new("/etc/resolv.conf"), true, GENERATED_OPTS)?,
+        bind_with(&opts.hostname_file, Path::new("/etc/hostname"), true, GENERATED_OPTS)?,
     ];
     let mut extra: Vec<(PathBuf, Mount)> = Vec::new();
     for m in &opts.mounts {
@@ -308,6 +318,8 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
         .build()
         .map_err(Error::Spec)?;
     let user = UserBuilder::default()
@@ -323,7 +335,9 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
         .env(default_env(&opts.env, &opts.user.home))
         .cwd(cwd)
         .capabilities(capabilities)
-        .no_new_privileges(true);
+        // Inherited from kiln, as Docker's and BuildKit's processes inherit
+        // the daemon's, unless set.
+        .rlimits(Vec::new());
     if let Some((soft, hard)) = opts.resources.nofile {
         process = process.rlimits(vec![
             PosixRlimitBuilder::default()

@@ -66,7 +66,7 @@ pub use graph::{
     VertexDigest, VertexId,
 };
 pub use op::{
-    CUSTOM_NAME, CacheSharing, Chmod, ChownOpt, CopyAction, DiffOp, ExecMount, ExecOp, ExtraHost,
+    CUSTOM_NAME, CacheInit, CacheSharing, Chmod, ChownOpt, CopyAction, DiffOp, ExecMount, ExecOp, ExtraHost,
     FileAction, FileOp, MergeOp, MountKind, NetworkMode, Op, OpError, OpMetadata, ProgressGroup,
     SecretEnv, SecretMount, SecurityMode, SourceOp, UserOpt,
 };

@@ -443,8 +443,12 @@ impl ExecMount {
         let mut s = self.dest.clone();
         match &self.kind {
             MountKind::Bind => {}
-            MountKind::Cache { id, sharing } => {
-                s.push_str(&format!(" cache(id={id}, sharing={})", sharing.as_str()));
+            MountKind::Cache { id, sharing, init } => {
+                s.push_str(&format!(" cache(id={id}, sharing={}", sharing.as_str()));
+                if let Some(i) = init {
+                    s.push_str(&format!(", uid={}, gid={}, mode={:o}", i.uid, i.gid, i.mode));
+                }
+                s.push(')');
             }
             MountKind::Tmpfs { size } => match size {
                 Some(size) => s.push_str(&format!(" tmpfs(size={size})")),
@@ -475,8 +479,15 @@ impl ExecMount {
 pub enum MountKind {
     /// The input's filesystem (or scratch).
     Bind,
-    /// A persistent cache directory shared between builds.
-    Cache { id: String, sharing: CacheSharing },
+    /// A persistent cache directory shared between builds. `init` is the
+    /// owner and mode it gets when it is first created (root, 0755 when
+    /// `None`).
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<CacheInit>,
+    },
     /// An in-memory filesystem; `size` in bytes.
     Tmpfs {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -486,6 +497,14 @@ pub enum MountKind {
     Secret(SecretMount),
     /// An SSH agent socket.
     Ssh(SecretMount),
+}
+
+/// Owner and mode of a new cache directory (`RUN --mount=type=cache,uid=…,gid=…,mode=…`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheInit {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
 }
 
 /// How concurrent builds share a cache mount.

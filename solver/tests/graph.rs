@@ -101,6 +101,7 @@ fn sample() -> Graph {
                         kind: MountKind::Cache {
                             id: "gobuild".into(),
                             sharing: CacheSharing::Locked,
+                            init: None,
                         },
                         output: false,
                     },
