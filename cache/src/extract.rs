@@ -156,17 +156,71 @@ pub fn extract_layer<R: Read>(
         created: HashSet::new(),
         deferred: Vec::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(|source| ExtractError::Read { source })?;
-    for entry in entries {
-        let mut entry = entry.map_err(|source| ExtractError::Read { source })?;
-        extractor.entry(&mut entry)?;
+    let mut reader = Tracked::new(reader);
+    let (read, data_end) = {
+        let mut archive = tar::Archive::new(&mut reader);
+        let entries = archive
+            .entries()
+            .map_err(|source| ExtractError::Read { source })?;
+        let mut data_end = 0;
+        let mut read = Ok(());
+        for entry in entries {
+            let mut entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            };
+            data_end = entry.raw_file_position() + entry.header().entry_size().unwrap_or(0);
+            extractor.entry(&mut entry)?;
+        }
+        (read, data_end)
+    };
+    if let Err(source) = read {
+        // Go's archive/tar (Docker, containerd) ends a layer that stops
+        // right after its last file's data, without the padding to the
+        // block and the end-of-archive blocks, as `umoci insert` writes
+        // them. A stream ending anywhere else is truncated.
+        if !(reader.ended && reader.position == data_end) {
+            return Err(ExtractError::Read { source });
+        }
+        tracing::debug!(
+            dest = %dest.display(),
+            "layer ends after its last file's data, without padding"
+        );
     }
     extractor.finish()?;
     tracing::debug!(dest = %dest.display(), stats = ?extractor.stats, "extracted layer");
     Ok(extractor.stats)
+}
+
+/// A reader that counts the bytes it gave and notes a clean end.
+struct Tracked<R> {
+    inner: R,
+    position: u64,
+    ended: bool,
+}
+
+impl<R> Tracked<R> {
+    fn new(inner: R) -> Tracked<R> {
+        Tracked {
+            inner,
+            position: 0,
+            ended: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        self.position += n as u64;
+        Ok(n)
+    }
 }
 
 /// Metadata applied to a directory after all entries are written.

@@ -505,3 +505,33 @@ fn garbage_is_a_read_error() {
     let err = extract(&[7u8; 1024], &s.dest(), ExtractMode::Flatten).unwrap_err();
     assert!(matches!(err, ExtractError::Read { .. }), "{err:?}");
 }
+
+#[test]
+fn layer_ending_after_its_last_data_is_complete() {
+    // As `umoci insert` writes a layer: the stream stops right after the
+    // last file's data, without the padding to the block and the two
+    // end-of-archive blocks. Go's archive/tar (Docker, containerd) reads
+    // it as complete.
+    let full = Layer::new()
+        .dir("bin", 0o755)
+        .file("bin/hello", b"hello!")
+        .bytes();
+    let cut = &full[..512 * 2 + 6];
+    let s = Scratch::new();
+    let stats = extract(cut, &s.dest(), ExtractMode::Flatten).unwrap();
+    assert_eq!(stats.files, 1);
+    assert_eq!(fs::read(s.dest().join("bin/hello")).unwrap(), b"hello!");
+
+    // Padded, but without the end-of-archive blocks.
+    let s = Scratch::new();
+    extract(&full[..512 * 3], &s.dest(), ExtractMode::Flatten).unwrap();
+    assert_eq!(fs::read(s.dest().join("bin/hello")).unwrap(), b"hello!");
+
+    // A stream that ends inside the data, or inside the padding, is
+    // truncated.
+    for len in [512 * 2 + 5, 512 * 2 + 7] {
+        let s = Scratch::new();
+        let err = extract(&full[..len], &s.dest(), ExtractMode::Flatten).unwrap_err();
+        assert!(matches!(err, ExtractError::Read { .. }), "{len}: {err:?}");
+    }
+}
