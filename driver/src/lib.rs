@@ -198,8 +198,12 @@ async fn resolve_image(
 ) -> Result<BaseImage, String> {
     let reference = Reference::parse_docker_ref(name).map_err(|e| e.to_string())?;
     let full = reference.to_string();
+    let wanted: Platform = platform
+        .parse()
+        .map_err(|e: kiln_oci::platform::PlatformError| e.to_string())?;
     if !pull && let Ok(record) = store.resolve(&full) {
         let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
+        check_platform(&reference, &docs.config, &wanted)?;
         return Ok(BaseImage {
             reference: full,
             digest: Some(record.manifest_digest.clone()),
@@ -212,11 +216,8 @@ async fn resolve_image(
             reference.familiar_string()
         ));
     };
-    let platform: Platform = platform
-        .parse()
-        .map_err(|e: kiln_oci::platform::PlatformError| e.to_string())?;
     let options = kiln_registry::PullOptions {
-        platform: Some(platform),
+        platform: Some(wanted.clone()),
     };
     let pulled = client
         .pull(store, &reference, &options, &|_| {})
@@ -224,11 +225,44 @@ async fn resolve_image(
         .map_err(|e| e.to_string())?;
     let record = store.resolve(&full).map_err(|e| e.to_string())?;
     let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
+    check_platform(&reference, &docs.config, &wanted)?;
     Ok(BaseImage {
         reference: full,
         digest: Some(pulled.manifest_digest),
         config: docs.config,
     })
+}
+
+/// Refuses a base image whose platform cannot serve a stage built for
+/// `wanted`: kiln has no emulation yet, and labelling an image of one
+/// architecture as another would be a silent lie. An image that names no
+/// architecture is taken as it is.
+fn check_platform(
+    reference: &Reference,
+    config: &kiln_oci::config::ImageConfig,
+    wanted: &Platform,
+) -> Result<(), String> {
+    if config.architecture.is_empty() {
+        return Ok(());
+    }
+    let mut have = Platform::new(
+        if config.os.is_empty() { "linux" } else { &config.os },
+        config.architecture.as_str(),
+    );
+    if let Some(v) = config.variant.as_deref().filter(|v| !v.is_empty()) {
+        have = have.with_variant(v);
+    }
+    if wanted.can_run(&have) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is an image for {}, and this stage builds for {}: kiln cannot build for another platform yet (build with --platform {} or use a base image for {})",
+        reference.familiar_string(),
+        have.normalize(),
+        wanted.normalize(),
+        have.normalize(),
+        wanted.normalize(),
+    ))
 }
 
 /// Builds `req` on `store`.

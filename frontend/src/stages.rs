@@ -130,8 +130,6 @@ pub enum StageErrorKind {
     Expansion(String),
     #[error("dockerfile contains no stages to build")]
     NoStages,
-    #[error("duplicate stage name {0:?}")]
-    DuplicateStage(String),
     #[error("target stage {0:?} could not be found")]
     TargetNotFound(String),
     #[error("base name ({0}) should not be blank")]
@@ -314,11 +312,13 @@ impl Plan {
     }
 }
 
+/// The stage of that name; the last one when several have it (BuildKit's
+/// later stage wins).
 fn find_stage(stages: &[Stage], name: &str) -> Option<usize> {
     let lower = name.to_lowercase();
     stages
         .iter()
-        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
 }
 
 /// Builds the stage plan of a parsed Dockerfile.
@@ -375,14 +375,16 @@ pub fn plan(df: &Dockerfile, opts: &BuildOptions) -> Result<Plan, StageError> {
         }
     }
 
-    // Names: unique, case-insensitive.
+    // Names should be unique (case-insensitive); BuildKit builds with
+    // the later stage of a name and warns.
     let mut seen = BTreeSet::new();
     for s in &stages {
         if let Some(name) = &s.name
             && !seen.insert(name.clone())
         {
-            return Err(StageError {
-                kind: StageErrorKind::DuplicateStage(name.clone()),
+            lints.push(Lint {
+                rule: "DuplicateStageName",
+                message: format!("Duplicate stage name {name:?}, stage names should be unique"),
                 span: s.from.span,
             });
         }
@@ -1225,10 +1227,9 @@ mod tests {
     #[test]
     fn stage_errors() {
         let o = opts();
-        assert!(matches!(
-            plan_of("FROM a AS x\nFROM b AS X\n", &o).unwrap_err().kind,
-            StageErrorKind::DuplicateStage(_)
-        ));
+        let dup = plan_of("FROM a AS x\nFROM b AS X\nFROM c\nCOPY --from=x / /\n", &o).unwrap();
+        assert!(dup.lints.iter().any(|l| l.rule == "DuplicateStageName"));
+        assert_eq!(dup.reachable, vec![1, 2], "the later stage of a name wins");
         assert!(matches!(
             plan_of("FROM a AS x\nCOPY --from=y / /\nFROM b AS y\n", &o)
                 .unwrap_err()
