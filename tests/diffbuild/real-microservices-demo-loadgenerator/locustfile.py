@@ -1,0 +1,4 @@
+# Stand-in for the locust scenario.
+import idna
+
+TARGET = idna.encode("frontend")

@@ -1,0 +1,3 @@
+# Stand-in gunicorn configuration.
+bind = "0.0.0.0:80"
+workers = 2
