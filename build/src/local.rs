@@ -356,7 +356,9 @@ fn walk(
         } else if ft.is_file() {
             (Kind::File, None)
         } else {
-            (Kind::Other, None)
+            // FIFOs, sockets and devices are not sent from a context, as
+            // Docker's client (fsutil) does not send them.
+            continue;
         };
         items.push(Item::Done(Entry {
             rel,

@@ -135,7 +135,9 @@ impl Runc {
             .arg("--bundle")
             .arg(bundle)
             .arg(id)
-            .stdin(Stdio::null())
+            // A pipe closed at once, as BuildKit gives RUN steps: reads see
+            // the end of input.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -144,6 +146,7 @@ impl Runc {
             binary: self.binary.clone(),
             source,
         })?;
+        drop(child.stdin.take());
         // From here on the container may exist: delete it however this
         // function ends (dropped futures included).
         let mut guard = DeleteGuard {
