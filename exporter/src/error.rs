@@ -231,12 +231,6 @@ pub enum Error {
         manifest: Digest,
         media_type: String,
     },
-    /// The config's history does not have one non-empty entry per layer.
-    #[error(
-        "the image config's history has {history} entries that are not marked empty_layer, but {layers} layers were given"
-    )]
-    HistoryMismatch { history: usize, layers: usize },
-
     /// A layer's source could not be opened.
     #[error("failed to open layer #{layer}{}", path.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default())]
     OpenLayer {

@@ -313,9 +313,10 @@ pub struct CommittedImage {
 /// layer whose compressed copy is reused is not read at all.
 ///
 /// `config.rootfs` is replaced by the layers' diff ids. `config.history`
-/// (if not empty) must have exactly one entry without `empty_layer` per
-/// element of `layers`, in the same order; otherwise
-/// [`Error::HistoryMismatch`]. A config without history is accepted as is.
+/// (if not empty) has one entry without `empty_layer` per element of
+/// `layers`, in the same order; a history that accounts for more or fewer
+/// layers is aligned as BuildKit aligns it (see `align_history`). A config
+/// without history is accepted as is.
 /// `config.created` is set from `source_date_epoch` when given, and to the
 /// current time when it is unset.
 ///
@@ -336,6 +337,7 @@ pub fn commit_image(
             }));
         }
     }
+    let appended = align_history(&mut config.history, layers.len());
     // History entries that own a layer, by layer index.
     let layer_history: Vec<usize> = config
         .history
@@ -344,12 +346,6 @@ pub fn commit_image(
         .filter(|(_, h)| !h.empty_layer)
         .map(|(i, _)| i)
         .collect();
-    if !config.history.is_empty() && layer_history.len() != layers.len() {
-        return Err(Error::HistoryMismatch {
-            history: layer_history.len(),
-            layers: layers.len(),
-        });
-    }
     let existing_zstd = layers.iter().any(|l| {
         matches!(&l.source, LayerSource::Existing { media_type, .. } if media_type.contains("zstd"))
     });
@@ -461,6 +457,13 @@ pub fn commit_image(
         diff_ids,
     };
     apply_times(&mut config, opts.source_date_epoch)?;
+    for entry in appended {
+        if let Some(h) = config.history.get_mut(entry)
+            && h.created.is_none()
+        {
+            h.created.clone_from(&config.created);
+        }
+    }
 
     let config_bytes = config.to_bytes().map_err(|source| Error::Serialize {
         what: "image config",
@@ -503,6 +506,44 @@ pub fn commit_image(
         tags: stored.tags,
         stats,
     })
+}
+
+/// Makes a non-empty history own exactly `layers` layers, as BuildKit's
+/// image exporter does (`normalizeLayersAndHistory`): a base image's
+/// config may account for fewer layers than it has (`umoci insert
+/// --no-history` adds layers without entries) or for more. Entries owning
+/// a layer past the last one become `empty_layer`; an entry is appended
+/// for each layer without one (commented `buildkit.exporter.image.v0`,
+/// created with the image). Returns the indexes of the appended entries.
+fn align_history(history: &mut Vec<History>, layers: usize) -> std::ops::Range<usize> {
+    if history.is_empty() {
+        return 0..0;
+    }
+    let owning = history.iter().filter(|h| !h.empty_layer).count();
+    if owning > layers {
+        tracing::warn!(
+            entries = owning,
+            layers,
+            "image config history accounts for more layers than there are"
+        );
+        let mut seen = 0;
+        for h in history.iter_mut() {
+            if seen >= layers {
+                h.empty_layer = true;
+            }
+            if !h.empty_layer {
+                seen += 1;
+            }
+        }
+    }
+    let start = history.len();
+    for _ in owning..layers {
+        history.push(History {
+            comment: Some("buildkit.exporter.image.v0".to_owned()),
+            ..History::default()
+        });
+    }
+    start..history.len()
 }
 
 fn effective_level(opts: &CommitOptions) -> Result<i32> {

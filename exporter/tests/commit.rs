@@ -271,32 +271,39 @@ fn empty_layers_are_dropped_and_history_stays_aligned() {
 }
 
 #[test]
-fn misaligned_history_is_an_error() {
+fn misaligned_history_is_aligned_as_buildkit_does() {
     let (_dir, store) = store();
-    let (a, _) = two_layers();
-    let layers = [LayerInput::reader(
-        Digest::sha256(&a),
-        std::io::Cursor::new(a.clone()),
-    )];
-    let err = commit_image(
+    let (a, b) = two_layers();
+    let layer =
+        |t: &Vec<u8>| LayerInput::reader(Digest::sha256(t), std::io::Cursor::new(t.clone()));
+    // More entries owning a layer than layers: the last become empty.
+    let image = commit_image(
         &store,
-        &layers,
+        &[layer(&a)],
         config(&[("ADD a", false), ("RUN b", false)]),
         &opts(Compression::Gzip),
     )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::HistoryMismatch {
-                history: 2,
-                layers: 1
-            }
-        ),
-        "{err:?}"
+    .unwrap();
+    let flags: Vec<bool> = image.config.history.iter().map(|h| h.empty_layer).collect();
+    assert_eq!(flags, [false, true]);
+    // Fewer (a base image's layer without history, as `umoci insert
+    // --no-history` makes it): an entry is appended for the layer.
+    let image = commit_image(
+        &store,
+        &[layer(&a), layer(&b)],
+        config(&[("RUN b", false)]),
+        &opts(Compression::Gzip),
+    )
+    .unwrap();
+    let history = &image.config.history;
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|h| !h.empty_layer));
+    assert_eq!(
+        history[1].comment.as_deref(),
+        Some("buildkit.exporter.image.v0")
     );
-    assert!(err.to_string().contains("2 entries"), "{err}");
-    assert!(store.images().unwrap().is_empty());
+    assert_eq!(history[1].created, image.config.created);
+    assert_eq!(image.layers.len(), 2);
 }
 
 #[test]
