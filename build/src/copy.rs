@@ -330,6 +330,7 @@ fn try_unpack(
     fs::create_dir(&root).map_err(|e| Error::io("create directory", &root, e))?;
     let mut options = kiln_cache::ExtractOptions::new(kiln_cache::ExtractMode::Flatten);
     options.allow_devices = false;
+    options.clamp_paths = true;
     kiln_cache::extract_layer(reader, &root, &options).map_err(unpack_err)?;
     let dst_host = mkdir_all(dst_root, dest_path, meta.owner, 0o755, meta.mtime)?;
     let root_meta = fs::symlink_metadata(&root).map_err(|e| Error::io("stat", &root, e))?;

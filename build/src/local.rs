@@ -29,8 +29,6 @@ pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
-    /// FIFOs, sockets and devices: recorded in the key, not copied.
-    Other,
 }
 
 impl Kind {
@@ -39,7 +37,6 @@ impl Kind {
             Kind::Dir => b'd',
             Kind::File => b'f',
             Kind::Symlink => b'l',
-            Kind::Other => b'o',
         }
     }
 }
@@ -60,7 +57,6 @@ pub(crate) struct Entry {
 pub(crate) struct Meta {
     /// What the stat cache trusts (and the full `st_mode`).
     key: StatKey,
-    rdev: u64,
     /// The file's device, when it has other hard links (else 0): with
     /// the inode it names the link group.
     link_dev: u64,
@@ -70,7 +66,6 @@ impl Meta {
     fn of(meta: &fs::Metadata) -> Meta {
         Meta {
             key: StatKey::of(meta),
-            rdev: meta.rdev(),
             link_dev: if meta.is_file() && meta.nlink() > 1 {
                 meta.dev().max(1)
             } else {
@@ -87,10 +82,6 @@ impl Meta {
     /// Permission bits, with setuid, setgid and sticky.
     pub(crate) fn perm(&self) -> u32 {
         self.key.mode & 0o7777
-    }
-
-    fn is_fifo(&self) -> bool {
-        self.key.mode & 0o170000 == 0o010000
     }
 
     /// Modification time: seconds and nanoseconds.
@@ -587,7 +578,6 @@ pub(crate) fn quick_digest(entries: &[Entry], ignore_modes: bool) -> [u8; 32] {
                 buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
                 buf.extend_from_slice(t);
             }
-            Kind::Other => buf.extend_from_slice(&e.meta.rdev.to_le_bytes()),
             Kind::Dir => {}
         }
     }
@@ -711,9 +701,6 @@ pub(crate) fn content_key(
                 let _ = hex::encode_to_slice(file_hash.unwrap_or_default(), &mut hex);
                 h.update(&hex);
             }
-            Kind::Other => {
-                h.update(&e.meta.rdev.to_le_bytes());
-            }
             Kind::Dir => {}
         }
     }
@@ -741,7 +728,6 @@ fn describe(e: &Entry, hash: Option<&[u8; 32]>) -> String {
             "l{mode:o}:{}",
             e.target.as_deref().unwrap_or(Path::new("")).display()
         ),
-        Kind::Other => format!("o{mode:o}:{}", e.meta.rdev),
     }
 }
 
@@ -851,20 +837,6 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
                 let t = e.target.as_deref().unwrap_or(Path::new(""));
                 std::os::unix::fs::symlink(t, &dst)
                     .map_err(|err| Error::io("create symlink", &dst, err))?;
-            }
-            Kind::Other => {
-                if e.meta.is_fifo() {
-                    rustix::fs::mknodat(
-                        rustix::fs::CWD,
-                        &dst,
-                        rustix::fs::FileType::Fifo,
-                        rustix::fs::Mode::from_raw_mode(e.meta.perm()),
-                        0,
-                    )
-                    .map_err(|err| Error::io("create fifo", &dst, err.into()))?;
-                } else {
-                    continue;
-                }
             }
         }
         crate::copy::set_owner_times(&dst, 0, 0, Some(e.meta.mtime()))?;

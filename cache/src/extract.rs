@@ -77,6 +77,10 @@ pub struct ExtractOptions {
     /// Apply PAX `SCHILY.xattr.*` attributes. `trusted.*` and `security.*`
     /// ones are only applied as root. Defaults to true.
     pub xattrs: bool,
+    /// Read absolute paths and `..` as if the destination were the
+    /// filesystem root (`/a` and `../a` are `a`), as BuildKit extracts an
+    /// `ADD` archive; otherwise they are refused, as for image layers.
+    pub clamp_paths: bool,
 }
 
 impl ExtractOptions {
@@ -86,6 +90,7 @@ impl ExtractOptions {
             allow_devices: false,
             preserve_ownership: is_root(),
             xattrs: true,
+            clamp_paths: false,
         }
     }
 }
@@ -251,9 +256,10 @@ struct Extractor {
 }
 
 /// Cleans a tar path lexically into components. Refuses absolute paths and
-/// paths that leave the root.
-fn clean_path(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
-    if raw.first() == Some(&b'/') {
+/// paths that leave the root, unless `clamp` (then the root is `/`, whose
+/// parent is itself).
+fn clean_path(raw: &[u8], clamp: bool) -> Result<Vec<&[u8]>, &'static str> {
+    if raw.first() == Some(&b'/') && !clamp {
         return Err("absolute paths are not allowed");
     }
     let mut out: Vec<&[u8]> = Vec::new();
@@ -261,7 +267,7 @@ fn clean_path(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
         match comp {
             b"" | b"." => {}
             b".." => {
-                if out.pop().is_none() {
+                if out.pop().is_none() && !clamp {
                     return Err("path escapes the root with '..'");
                 }
             }
@@ -416,7 +422,7 @@ impl Extractor {
         let raw_path = entry.path_bytes().into_owned();
         let name = lossy(&raw_path);
         self.stats.entries += 1;
-        let components = clean_path(&raw_path).map_err(|reason| ExtractError::UnsafePath {
+        let components = clean_path(&raw_path, self.options.clamp_paths).map_err(|reason| ExtractError::UnsafePath {
             entry: name.clone(),
             reason,
         })?;
@@ -730,7 +736,7 @@ impl Extractor {
             target: target.clone(),
             reason,
         };
-        let components = clean_path(&raw_target).map_err(|_| {
+        let components = clean_path(&raw_target, self.options.clamp_paths).map_err(|_| {
             if raw_target.first() == Some(&b'/') {
                 unsafe_target("is absolute")
             } else {
@@ -979,7 +985,7 @@ mod tests {
     #[test]
     fn clean_path_rules() {
         let ok = |s: &str| -> Vec<String> {
-            clean_path(s.as_bytes())
+            clean_path(s.as_bytes(), false)
                 .unwrap()
                 .iter()
                 .map(|c| lossy(c))
@@ -989,10 +995,13 @@ mod tests {
         assert_eq!(ok("./a//b/"), ["a", "b"]);
         assert_eq!(ok("a/../b"), ["b"]);
         assert!(ok("./").is_empty());
-        assert!(clean_path(b"/etc/passwd").is_err());
-        assert!(clean_path(b"../evil").is_err());
-        assert!(clean_path(b"a/../../x").is_err());
-        assert!(clean_path(b"..").is_err());
+        assert!(clean_path(b"/etc/passwd", false).is_err());
+        assert!(clean_path(b"../evil", false).is_err());
+        assert!(clean_path(b"a/../../x", false).is_err());
+        assert!(clean_path(b"..", false).is_err());
+        assert_eq!(clean_path(b"/etc/passwd", true).unwrap(), [&b"etc"[..], b"passwd"]);
+        assert_eq!(clean_path(b"a/../../x", true).unwrap(), [&b"x"[..]]);
+        assert!(clean_path(b"..", true).unwrap().is_empty());
     }
 
     #[test]
