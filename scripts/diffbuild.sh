@@ -10,6 +10,11 @@
 #   scripts/diffbuild.sh DIR [DIR…]      # these contexts
 #   KILN=/path/to/kiln scripts/diffbuild.sh …   # a prebuilt binary
 #   JOBS=2 scripts/diffbuild.sh          # cases in parallel
+#   scripts/diffbuild.sh --record DIR…   # and write DIR/expected.json when same
+#
+# --record keeps BuildKit's result of every case of tests/diffbuild that
+# kiln builds the same, as the golden file scripts/diffbuild-golden.py
+# checks kiln against without a Docker engine (tests/diffbuild/README.md).
 #
 # A case directory may hold `diffbuild.args`: extra diffbuild.py arguments,
 # one per line (`--build-arg K=V`, `--target T`, `--network host`,
@@ -19,6 +24,8 @@
 # A case that needs what git cannot hold (setuid bits, hard links, empty
 # directories, odd file names) has an executable `diffbuild.setup`: the
 # context is copied to $OUT/<case>/context and the script runs there first.
+# A case with a golden `expected.json` is built from such a copy too, without
+# that file (it describes the image, so it must not be part of the context).
 #
 # Prints one line per context (same / differs / failed) and a total;
 # details in $OUT/<case>/ (report.json, *.summary.json, logs).
@@ -33,7 +40,9 @@ if [ -z "${KILN:-}" ]; then
   (cd "$here" && cargo build -q --release -p kiln-cli) || exit 2
   KILN=$here/target/release/kiln
 fi
-export KILN OUT peers
+RECORD=0
+if [ "${1:-}" = --record ]; then RECORD=1; shift; fi
+export KILN OUT peers here RECORD
 
 cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
@@ -42,14 +51,17 @@ if [ ${#cases[@]} -eq 0 ]; then
 fi
 
 one() {
-  local ctx=$1 name extra=() network=none line
+  local ctx=$1 case_dir=$1 name extra=() network=none line
   name=$(basename "$ctx")
   mkdir -p "$OUT/$name"
-  if [ -x "$ctx/diffbuild.setup" ]; then
+  if [ -x "$ctx/diffbuild.setup" ] || [ -e "$ctx/expected.json" ]; then
     rm -rf "$OUT/$name/context"
     cp -a "$ctx" "$OUT/$name/context"
-    (cd "$OUT/$name/context" && ./diffbuild.setup) >"$OUT/$name/setup.log" 2>&1 ||
-      { echo "failed   $name  (setup, see $OUT/$name/setup.log)"; return; }
+    rm -f "$OUT/$name/context/expected.json"
+    if [ -x "$ctx/diffbuild.setup" ]; then
+      (cd "$OUT/$name/context" && ./diffbuild.setup) >"$OUT/$name/setup.log" 2>&1 ||
+        { echo "failed   $name  (setup, see $OUT/$name/setup.log)"; return; }
+    fi
     ctx=$OUT/$name/context
   fi
   if [ -f "$ctx/diffbuild.args" ]; then
@@ -66,7 +78,18 @@ one() {
     --candidate "$KILN build -q --network $network -o type=oci,dest={out} -f {dockerfile} {build_arg_flags} {target_flag} {secret_flags} {context}" \
     >"$OUT/$name/diff.txt" 2>&1
   case $? in
-    0) echo "same     $name" ;;
+    0)
+      if [ "$RECORD" = 1 ] && [ "$(cd "$case_dir/.." && pwd)" = "$here/tests/diffbuild" ]; then
+        if python3 "$here/scripts/diffbuild-golden.py" --record "$OUT/$name/buildkit.summary.json" "$case_dir" \
+          >"$OUT/$name/record.log" 2>&1; then
+          echo "same     $name  (recorded)"
+        else
+          echo "failed   $name  (recording, see $OUT/$name/record.log)"
+        fi
+      else
+        echo "same     $name"
+      fi
+      ;;
     1) echo "differs  $name  (see $OUT/$name/diff.txt)" ;;
     *) echo "failed   $name  (see $OUT/$name/diff.txt)" ;;
   esac

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (Debian packages, as
 # root), then runs every crate's tests and, when ../shared is present, the
-# conformance corpora. `.ci/run` calls exactly this.
+# conformance corpora and the golden tests of tests/diffbuild (kiln against
+# BuildKit's recorded results, no Docker engine). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the integration tests use. Installed only when missing.
-packages=(skopeo umoci podman runc busybox-static docker-registry slirp4netns)
+packages=(skopeo umoci podman runc busybox-static docker-registry slirp4netns python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -25,3 +26,7 @@ cargo test --workspace --locked "$@"
 # default embedded runtime (kiln-runtime's own tests run both every time).
 KILN_TEST_RUNTIME=runc cargo test --locked -p kiln-cli --test containers --test build "$@"
 scripts/conformance.sh
+# tests/diffbuild cases with a recorded expected.json, built with kiln alone
+# (root; skipped without it or without ../shared/peers/diffbuild.py).
+cargo build -q --locked -p kiln-cli
+KILN=${KILN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/kiln} scripts/diffbuild-golden.py
