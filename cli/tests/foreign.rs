@@ -296,6 +296,23 @@ fn every_fixture_loads_lists_and_inspects() {
         all.extend(images);
     }
     check_listed(&env, &all);
+    // Saved in both formats and loaded into another store: the same ids.
+    for format in ["docker", "oci"] {
+        let archive = env.path(&format!("all.{format}.tar"));
+        let mut args = vec!["save", "--format", format, "-o", archive.to_str().unwrap()];
+        args.extend(all.iter().map(String::as_str));
+        env.ok(&args);
+        let other = Env::new();
+        other.load(&archive);
+        for image in &all {
+            assert_eq!(
+                other.inspect(image)["Id"],
+                env.inspect(image)["Id"],
+                "{image}"
+            );
+        }
+        check_listed(&other, &all);
+    }
     // What the configs say, null fields included.
     let multi = env.inspect("kiln-fixture/multi:1");
     assert_eq!(multi["Architecture"], kiln_oci_host_arch());
@@ -642,6 +659,19 @@ fn pushed_foreign_images_pull() {
         env.ok(&["pull", "-q", image]);
     }
     check_listed(&env, &pulled);
+    // And they push again, as they are.
+    for (n, image) in pulled.iter().enumerate() {
+        let again = format!("{}/again/image{n}:1", registry.host);
+        env.ok(&["tag", image, &again]);
+        env.ok(&["push", "-q", &again]);
+        let other = Env::new();
+        other.ok(&["pull", "-q", &again]);
+        assert_eq!(
+            other.inspect(&again)["Id"],
+            env.inspect(image)["Id"],
+            "{image}"
+        );
+    }
     assert_eq!(
         env.inspect(&format!("{}/foreign/multi-v2s2:1", registry.host))["Architecture"],
         kiln_oci_host_arch()
