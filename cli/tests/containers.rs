@@ -113,7 +113,15 @@ fn exit_codes_env_cwd_user_and_rm() {
         "{err}"
     );
     // Network none: only lo.
-    let out = env.ok(&["run", "--rm", "busybox:test", "ls", "/sys/class/net"]);
+    let out = env.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox:test",
+        "ls",
+        "/sys/class/net",
+    ]);
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"]);
 
     // Without --rm the container stays, exited.
