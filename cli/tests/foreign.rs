@@ -615,10 +615,14 @@ fn pushed_foreign_images_pull() {
     }
     let registry = Registry::start();
     let env = Env::new();
+    // skopeo's own credentials file, so that it reads none of the user's.
+    let auth = env.path("auth.json");
+    std::fs::write(&auth, r#"{"auths":{}}"#).unwrap();
+    let auth = format!("--dest-authfile={}", auth.display());
     let mut pulled = Vec::new();
     let mut push = |src: String, name: &str, extra: &[&str]| {
         let dest = format!("{}/foreign/{name}:1", registry.host);
-        let mut args = vec!["copy", "-q", "--dest-tls-verify=false"];
+        let mut args = vec!["copy", "-q", "--dest-tls-verify=false", auth.as_str()];
         args.extend(extra);
         let target = format!("docker://{dest}");
         args.extend([src.as_str(), target.as_str()]);
