@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the integration tests use. Installed only when missing.
-packages=(skopeo umoci podman runc busybox-static docker-registry slirp4netns python3)
+packages=(skopeo umoci podman runc busybox-static docker-registry slirp4netns python3 debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
