@@ -44,11 +44,21 @@ impl Kind {
 /// One selected path.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Relative, slash-separated, never empty.
+    /// Relative, slash-separated, never empty. Names that are not UTF-8
+    /// appear with replacement characters (for patterns and keys).
     pub rel: String,
+    /// The path's bytes when `rel` is not exactly them.
+    pub raw: Option<PathBuf>,
     pub kind: Kind,
     pub meta: Meta,
     pub target: Option<PathBuf>,
+}
+
+impl Entry {
+    /// The relative path on disk.
+    pub(crate) fn fs_rel(&self) -> &Path {
+        self.raw.as_deref().unwrap_or(Path::new(&self.rel))
+    }
 }
 
 /// The stat data a selection keeps of an entry (small: a large context
@@ -179,6 +189,7 @@ pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
         walk(
             root,
             "",
+            None,
             follow.is_empty(),
             sel.include.is_empty(),
             sel,
@@ -259,6 +270,7 @@ fn links_in_parents(root: &Path, follow: &[String]) -> Vec<String> {
 fn walk(
     root: &Path,
     dir: &str,
+    dir_raw: Option<&Path>,
     follow_all: bool,
     include_all: bool,
     sel: &Selection<'_>,
@@ -267,10 +279,10 @@ fn walk(
 ) -> Result<bool> {
     use rayon::prelude::*;
 
-    let host = if dir.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(dir)
+    let host = match dir_raw {
+        Some(raw) => root.join(raw),
+        None if dir.is_empty() => root.to_owned(),
+        None => root.join(dir),
     };
     let mut dirents: Vec<(std::ffi::OsString, fs::DirEntry)> = fs::read_dir(&host)
         .map_err(|e| Error::io("read directory", &host, e))?
@@ -290,11 +302,15 @@ fn walk(
         },
     }
     let mut items = Vec::with_capacity(dirents.len());
-    for (name, dirent) in dirents {
-        let Some(name) = name.to_str() else {
-            tracing::warn!(dir = %host.display(), name = ?name, "skipping a file name that is not UTF-8");
-            continue;
+    for (os_name, dirent) in dirents {
+        // Kept byte for byte on disk; patterns and keys see it lossily.
+        let raw = match (os_name.to_str(), dir_raw) {
+            (Some(_), None) => None,
+            (_, Some(d)) => Some(d.join(&os_name)),
+            (None, None) => Some(Path::new(dir).join(&os_name)),
         };
+        let name = os_name.to_string_lossy();
+        let name = name.as_ref();
         let rel = if dir.is_empty() {
             name.to_owned()
         } else {
@@ -327,6 +343,7 @@ fn walk(
             items.push(Item::Dir {
                 entry: Entry {
                     rel,
+                    raw,
                     kind: Kind::Dir,
                     meta,
                     target: None,
@@ -353,6 +370,7 @@ fn walk(
         };
         items.push(Item::Done(Entry {
             rel,
+            raw,
             kind,
             meta,
             target,
@@ -360,7 +378,7 @@ fn walk(
     }
 
     // The subdirectories, each into its own list, side by side.
-    let subdirs: Vec<(&str, bool, bool)> = items
+    let subdirs: Vec<(&str, Option<&Path>, bool, bool)> = items
         .iter()
         .filter_map(|item| match item {
             Item::Dir {
@@ -368,15 +386,15 @@ fn walk(
                 f_all,
                 i_all,
                 ..
-            } => Some((entry.rel.as_str(), *f_all, *i_all)),
+            } => Some((entry.rel.as_str(), entry.raw.as_deref(), *f_all, *i_all)),
             Item::Done(_) => None,
         })
         .collect();
     let inner: Vec<(Vec<Entry>, bool)> = subdirs
         .into_par_iter()
-        .map(|(rel, f_all, i_all)| {
+        .map(|(rel, raw, f_all, i_all)| {
             let mut sub = Vec::new();
-            walk(root, rel, f_all, i_all, sel, follow, &mut sub).map(|any| (sub, any))
+            walk(root, rel, raw, f_all, i_all, sel, follow, &mut sub).map(|any| (sub, any))
         })
         .collect::<Result<_>>()?;
 
@@ -661,7 +679,7 @@ pub(crate) fn content_key(
         .collect();
     let fresh: Vec<[u8; 32]> = stale
         .par_iter()
-        .map(|&i| hash_file(&root.join(&entries[i].rel)))
+        .map(|&i| hash_file(&root.join(entries[i].fs_rel())))
         .collect::<Result<_>>()?;
     for (&i, hash) in stale.iter().zip(fresh) {
         let e = &entries[i];
@@ -807,8 +825,8 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
     // Hard links in the context stay linked in the copy, as BuildKit's.
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for e in entries {
-        let src = root.join(&e.rel);
-        let dst = dest.join(&e.rel);
+        let src = root.join(e.fs_rel());
+        let dst = dest.join(e.fs_rel());
         match e.kind {
             Kind::Dir => {
                 fs::create_dir(&dst).map_err(|err| Error::io("create directory", &dst, err))?;
@@ -842,7 +860,7 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
         crate::copy::set_owner_times(&dst, 0, 0, Some(e.meta.mtime()))?;
     }
     for e in dirs.iter().rev() {
-        let dst = dest.join(&e.rel);
+        let dst = dest.join(e.fs_rel());
         fs::set_permissions(&dst, fs::Permissions::from_mode(e.meta.perm()))
             .map_err(|err| Error::io("set permissions of", &dst, err))?;
         crate::copy::set_owner_times(&dst, 0, 0, Some(e.meta.mtime()))?;
