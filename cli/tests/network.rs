@@ -837,24 +837,32 @@ fn a_killed_build_leaves_a_namespace_the_next_build_removes() {
 }
 
 #[test]
-#[ignore = "kiln bug: a SIGKILLed build's RUN step keeps running and its rootfs stays mounted"]
 fn a_killed_builds_step_ends_and_the_next_build_removes_its_mounts() {
     if !network_available() {
         return;
     }
     let env = Env::new();
     kill_a_build_in_its_run_step(&env);
-    let start = Instant::now();
-    while !env.marked().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the killed build's RUN step still runs 5 s later: {:?}",
-            env.marked()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    // The embedded runtime's helper kills the step when kiln dies; under
+    // runc the step runs on until the next kiln on the store reaps it.
+    if std::env::var("KILN_TEST_RUNTIME").as_deref() != Ok("runc") {
+        let start = Instant::now();
+        while !env.marked().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the killed build's RUN step still runs 5 s later: {:?}",
+                env.marked()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let next = env.context("next", "FROM busybox:test\nRUN echo next > /next\n");
     env.ok(&["build", "--progress", "plain", ctx_str(&next)]);
+    assert!(
+        env.marked().is_empty(),
+        "the killed build's RUN step still runs after the next build: {:?}",
+        env.marked()
+    );
     env.assert_nothing_left("the build after a killed one");
 }
 

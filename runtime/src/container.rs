@@ -191,6 +191,7 @@ impl Runtime {
         }
         let netns = state.join("netns");
         network::reap_stale(&netns);
+        crate::reap::reap_stale_containers(&containers, &runc_root);
         Ok(Runtime {
             containers,
             runc: config.runtime.client(runc_root),
@@ -224,8 +225,11 @@ impl Runtime {
         // Before the mount and spec work, so the first grace period
         // overlaps it (see cgroup_warm).
         crate::cgroup_warm::warm_up();
+        // Named after this process, so that a later kiln can tell when the
+        // container's owner is gone (see reap).
+        let prefix = format!("k{}-", network::owner_prefix());
         let dir = tempfile::Builder::new()
-            .prefix("k")
+            .prefix(&prefix)
             .rand_bytes(15)
             .tempdir_in(&self.containers)
             .map_err(|e| Error::io("create container directory in", &self.containers, e))?;

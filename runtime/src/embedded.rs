@@ -49,6 +49,10 @@ use crate::console::ConsoleSocket;
 /// The subcommand name kiln's binary dispatches to [`main`].
 pub const HELPER_SUBCOMMAND: &str = "__oci";
 
+/// What the helper gets when its parent dies (no other use, so it can
+/// tell).
+const PARENT_GONE: NixSignal = NixSignal::SIGPWR;
+
 /// Signals the helper passes on to the container's process while it runs.
 const FORWARDED: [NixSignal; 7] = [
     NixSignal::SIGHUP,
@@ -260,6 +264,13 @@ fn delete(args: &Args, force: bool) -> Result<(), String> {
 fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
     // Orphans of the container's setup processes are reaped here.
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    // The container dies with whoever runs it (a killed kiln leaves no
+    // step running): the parent's death is signalled with PARENT_GONE,
+    // which kills the container once it runs.
+    let parent = nix::unistd::getppid();
+    if nix::sys::prctl::set_pdeathsig(PARENT_GONE).is_err() || nix::unistd::getppid() != parent {
+        return start_failed(args, "the process that started the container is gone");
+    }
     let console = match wants_terminal(bundle) {
         Ok(false) => None,
         Ok(true) if !crate::console::is_terminal(std::io::stdin().as_fd()) => {
@@ -288,6 +299,7 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
     // Blocked only now, so the container process did not inherit the mask.
     let mut mask = SigSet::empty();
     mask.add(NixSignal::SIGCHLD);
+    mask.add(PARENT_GONE);
     for s in FORWARDED {
         mask.add(s);
     }
@@ -444,6 +456,9 @@ fn wait_forwarding(init: Pid, mask: &SigSet, relay: Option<&crate::console::Rela
             Ok(NixSignal::SIGCHLD) | Err(_) => {}
             Ok(NixSignal::SIGWINCH) if relay.is_some() => {
                 relay.into_iter().for_each(crate::console::Relay::resize);
+            }
+            Ok(PARENT_GONE) => {
+                let _ = nix::sys::signal::kill(init, NixSignal::SIGKILL);
             }
             Ok(sig) => {
                 let _ = nix::sys::signal::kill(init, sig);

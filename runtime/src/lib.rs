@@ -53,6 +53,7 @@ pub mod network;
 pub mod oci;
 pub mod rootfs;
 pub mod runc;
+mod reap;
 pub mod signals;
 pub mod spec;
 mod user;

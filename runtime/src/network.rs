@@ -306,14 +306,14 @@ impl Drop for NetworkLease {
 /// `<pid>-<start time>`: names what this process owns in a shared
 /// directory, so a later process can tell a dead owner from a live one
 /// (and from a new process that got the same pid).
-fn owner_prefix() -> String {
+pub(crate) fn owner_prefix() -> String {
     let pid = std::process::id();
     format!("{pid}-{}", start_time(pid).unwrap_or(0))
 }
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat`
 /// field 22).
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: count from the
     // last ')'.
