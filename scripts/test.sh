@@ -24,7 +24,7 @@ fi
 cargo test --workspace --locked "$@"
 # The CLI's container and build tests again with runc instead of the
 # default embedded runtime (kiln-runtime's own tests run both every time).
-KILN_TEST_RUNTIME=runc cargo test --locked -p kiln-cli --test containers --test build "$@"
+KILN_TEST_RUNTIME=runc cargo test --locked -p kiln-cli --test containers --test build --test network "$@"
 scripts/conformance.sh
 # tests/diffbuild cases with a recorded expected.json, built with kiln alone
 # (root; skipped without it or without ../shared/peers/diffbuild.py).
