@@ -8,6 +8,7 @@ mod format;
 mod help;
 mod progress;
 mod render;
+mod signals;
 mod template;
 
 use std::path::PathBuf;

@@ -1068,3 +1068,48 @@ fn debian_apt_installs_curl_over_the_default_network() {
     assert!(version.starts_with("curl 7"), "{version}");
     env.assert_nothing_left("the apt build and run");
 }
+
+/// SIGINT (even inherited as ignored, as a script's background job gets
+/// it) and SIGTERM cancel a build in its RUN step: kiln exits 130 or 143
+/// at once, the step's process is gone, and nothing stays mounted.
+#[test]
+fn interrupted_builds_cancel_their_steps_and_clean_up() {
+    if !network_available() {
+        return;
+    }
+    let env = Env::new();
+    for (sig, code) in [(SIGINT, 130), (15, 143)] {
+        let ctx = env.context(
+            &format!("cancel-{sig}"),
+            &format!("FROM busybox:test\nRUN echo started-{sig} && {MARK}=1 sleep 1237\n"),
+        );
+        let args = ["build", "--progress", "plain", ctx_str(&ctx)];
+        let (mut child, out) = env.spawn(&args, true);
+        let start = Instant::now();
+        while env.marked().is_empty() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let stderr = std::fs::read_to_string(out.join("stderr")).unwrap_or_default();
+                panic!("kiln build ended early ({status}):\n{stderr}");
+            }
+            assert!(start.elapsed() < TIMEOUT, "the RUN step did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        send(child.id(), sig);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "kiln did not stop after signal {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(out.join("stderr")).unwrap_or_default();
+        assert_eq!(status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains("cancelled"), "{stderr}");
+        assert!(env.marked().is_empty(), "the step still runs: {:?}", env.marked());
+        env.assert_nothing_left(&format!("a build stopped by signal {sig}"));
+    }
+}

@@ -85,6 +85,9 @@ pub struct BuildRequest {
     pub max_parallelism: Option<usize>,
     /// The OCI runtime for RUN steps (default: `runc` from `PATH`).
     pub runtime: Option<kiln_runtime::OciRuntime>,
+    /// Cancels the build: running steps are killed and cleaned up, and
+    /// the build ends with [`BuildError::Cancelled`].
+    pub cancel: kiln_solver::CancellationToken,
 }
 
 impl BuildRequest {
@@ -113,6 +116,7 @@ impl BuildRequest {
             source_date_epoch: None,
             max_parallelism: None,
             runtime: None,
+            cancel: kiln_solver::CancellationToken::new(),
         }
     }
 }
@@ -177,6 +181,9 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// [`BuildRequest::cancel`] fired.
+    #[error("the build was cancelled")]
+    Cancelled,
 }
 
 fn platform_args(p: &Platform) -> PlatformArgs {
@@ -492,9 +499,12 @@ async fn build_unsynced(
         Some(root) => {
             let targets = [root];
             let solution = solver
-                .solve(&compiled.graph, &targets)
+                .solve_with_cancel(&compiled.graph, &targets, req.cancel.clone())
                 .await
                 .map_err(|e| step_error(&compiled.graph, e))?;
+            if req.cancel.is_cancelled() {
+                return Err(BuildError::Cancelled);
+            }
             let mut explanations = Vec::new();
             let mut seen_stages = BTreeSet::new();
             let (mut executed, mut cached, mut ran) = (0, 0, 0);
@@ -719,6 +729,7 @@ fn write_file(
 /// Turns a solver error into the failing step, with its Dockerfile lines.
 fn step_error(graph: &kiln_solver::Graph, e: SolveError) -> BuildError {
     match &e {
+        SolveError::Cancelled => BuildError::Cancelled,
         SolveError::Vertex { digest, name, .. } => {
             let span = graph
                 .id_of(digest)

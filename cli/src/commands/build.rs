@@ -13,6 +13,7 @@ use kiln_frontend::compile::NoCache;
 use kiln_solver::NetworkMode;
 
 use super::Context;
+use crate::render::ExitStatus;
 use crate::buildprogress::{ProgressMode, Renderer};
 use crate::render::DockerfileError;
 
@@ -243,12 +244,25 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
     let registry = crate::config::registry_client()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut renderer = Renderer::new(mode);
+    let cancel = req.cancel.clone();
+    let mut stopped_by: Option<i32> = None;
     let result = runtime.block_on(async {
+        // SIGINT, SIGTERM and SIGHUP cancel the build (running steps are
+        // killed, their mounts and files removed); a second one exits at
+        // once. Handlers replace dispositions kiln inherited as ignored.
+        let mut signals = crate::signals::Stop::install();
         let build = kiln_driver::build(&store, &req, Some(registry.clone()), Some(tx));
         tokio::pin!(build);
         loop {
             tokio::select! {
                 biased;
+                sig = signals.next() => {
+                    if stopped_by.is_some() {
+                        std::process::exit(128 + sig);
+                    }
+                    stopped_by = Some(sig);
+                    cancel.cancel();
+                }
                 Some(event) = rx.recv() => renderer.handle(&event),
                 result = &mut build => {
                     while let Ok(event) = rx.try_recv() {
@@ -260,6 +274,10 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
         }
     });
     renderer.finish_all(result.is_ok());
+    if let Some(sig) = stopped_by {
+        eprintln!("ERROR: the build was cancelled");
+        return Err(ExitStatus(u8::try_from(128 + sig).unwrap_or(130)).into());
+    }
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => return Err(render_error(e, &renderer, &dockerfile_name, &dockerfile)),
