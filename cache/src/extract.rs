@@ -77,6 +77,9 @@ pub struct ExtractOptions {
     /// Apply PAX `SCHILY.xattr.*` attributes. `trusted.*` and `security.*`
     /// ones are only applied as root. Defaults to true.
     pub xattrs: bool,
+    /// Drop the setuid and setgid bits of every entry (for trees written
+    /// where the host could run them).
+    pub clear_setid: bool,
     /// Read absolute paths and `..` as if the destination were the
     /// filesystem root (`/a` and `../a` are `a`), as BuildKit extracts an
     /// `ADD` archive; otherwise they are refused, as for image layers.
@@ -90,6 +93,7 @@ impl ExtractOptions {
             allow_devices: false,
             preserve_ownership: is_root(),
             xattrs: true,
+            clear_setid: false,
             clamp_paths: false,
         }
     }
@@ -422,9 +426,11 @@ impl Extractor {
         let raw_path = entry.path_bytes().into_owned();
         let name = lossy(&raw_path);
         self.stats.entries += 1;
-        let components = clean_path(&raw_path, self.options.clamp_paths).map_err(|reason| ExtractError::UnsafePath {
-            entry: name.clone(),
-            reason,
+        let components = clean_path(&raw_path, self.options.clamp_paths).map_err(|reason| {
+            ExtractError::UnsafePath {
+                entry: name.clone(),
+                reason,
+            }
         })?;
         tracing::trace!(entry = %name, ?kind, "extracting");
 
@@ -621,7 +627,11 @@ impl Extractor {
         // numeric field reads as 0.
         let mode = or_zero_if_empty(header.mode().map(u64::from), &old.mode)
             .map_err(header_err(name, "mode"))? as u32
-            & 0o7777;
+            & if self.options.clear_setid {
+                0o1777
+            } else {
+                0o7777
+            };
         let uid = or_zero_if_empty(header.uid(), &old.uid).map_err(header_err(name, "uid"))?;
         let gid = or_zero_if_empty(header.gid(), &old.gid).map_err(header_err(name, "gid"))?;
         let too_big = |field| ExtractError::Header {
@@ -999,7 +1009,10 @@ mod tests {
         assert!(clean_path(b"../evil", false).is_err());
         assert!(clean_path(b"a/../../x", false).is_err());
         assert!(clean_path(b"..", false).is_err());
-        assert_eq!(clean_path(b"/etc/passwd", true).unwrap(), [&b"etc"[..], b"passwd"]);
+        assert_eq!(
+            clean_path(b"/etc/passwd", true).unwrap(),
+            [&b"etc"[..], b"passwd"]
+        );
         assert_eq!(clean_path(b"a/../../x", true).unwrap(), [&b"x"[..]]);
         assert!(clean_path(b"..", true).unwrap().is_empty());
     }

@@ -40,8 +40,9 @@ pub enum Output {
     OciTar(PathBuf),
     /// A docker-archive (`docker load` reads it).
     DockerTar(PathBuf),
-    /// The root filesystem as a directory.
-    Local(PathBuf),
+    /// The root filesystem as a directory; device nodes and setuid/setgid
+    /// bits only with `devices` (see [`kiln_exporter::export_host_dir`]).
+    Local { dest: PathBuf, devices: bool },
     /// The root filesystem as a tar file.
     Tar(PathBuf),
 }
@@ -253,7 +254,11 @@ fn check_platform(
         return Ok(());
     }
     let mut have = Platform::new(
-        if config.os.is_empty() { "linux" } else { &config.os },
+        if config.os.is_empty() {
+            "linux"
+        } else {
+            &config.os
+        },
         config.architecture.as_str(),
     );
     if let Some(v) = config.variant.as_deref().filter(|v| !v.is_empty()) {
@@ -581,8 +586,16 @@ async fn build_unsynced(
                     _ => {}
                 }
             }
-            Output::Local(dir) => {
-                kiln_exporter::export_local_dir(store, &layers, dir).map_err(BuildError::Export)?;
+            Output::Local { dest, devices } => {
+                let stats = kiln_exporter::export_host_dir(store, &layers, dest, *devices)
+                    .map_err(BuildError::Export)?;
+                let skipped: u64 = stats.iter().map(|s| s.skipped_devices).sum();
+                if skipped > 0 {
+                    tracing::warn!(
+                        "{skipped} device node(s) of the image were not written to {} (as root, add devices=true to the output to write them and keep setuid bits)",
+                        dest.display()
+                    );
+                }
             }
             Output::Tar(path) => {
                 write_file(path, |w| kiln_exporter::export_tar(store, &layers, w))?

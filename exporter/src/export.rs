@@ -87,12 +87,42 @@ pub fn export_local_dir(
         path: dest.to_path_buf(),
         source,
     })?;
-    let options = extract_options();
+    apply_layers(store, layers, dest, &extract_options())
+}
+
+/// [`export_local_dir`] for a directory the host's users may use (`-o
+/// type=local`): without `devices`, device nodes are skipped (counted in
+/// the stats) and setuid and setgid bits dropped, so an image cannot plant
+/// a `/dev/sda` or a setuid-root shell on the host. With `devices` (as
+/// root) the tree is written as the image has it.
+pub fn export_host_dir(
+    store: &Store,
+    layers: &[LayerInput],
+    dest: &Path,
+    devices: bool,
+) -> Result<Vec<LayerStats>> {
+    fs::create_dir_all(dest).map_err(|source| Error::ExportIo {
+        action: "create directory",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let mut options = extract_options();
+    options.allow_devices &= devices;
+    options.clear_setid = !devices;
+    apply_layers(store, layers, dest, &options)
+}
+
+fn apply_layers(
+    store: &Store,
+    layers: &[LayerInput],
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<Vec<LayerStats>> {
     let mut stats = Vec::with_capacity(layers.len());
     for (i, layer) in layers.iter().enumerate() {
         let mut reader = Sha256Reader::new(layer.open(store, i)?);
         let layer_stats =
-            extract_layer(&mut reader, dest, &options).map_err(|source| Error::ApplyLayer {
+            extract_layer(&mut reader, dest, options).map_err(|source| Error::ApplyLayer {
                 layer: i,
                 dest: dest.to_path_buf(),
                 source,

@@ -41,7 +41,9 @@ pub mod spec;
 mod tarball;
 
 pub use error::{Error, Result};
-pub use export::{export_docker_tar, export_local_dir, export_oci_tar, export_tar};
+pub use export::{
+    export_docker_tar, export_host_dir, export_local_dir, export_oci_tar, export_tar,
+};
 pub use image::{
     CommitOptions, CommitStats, CommittedImage, Compression, LayerInput, LayerSource, MediaTypes,
     commit_image,

@@ -11,7 +11,8 @@ use kiln_cache::Store;
 use kiln_exporter::spec::Manifest;
 use kiln_exporter::{
     CommitOptions, Compression, Error, ImageSelector, LayerInput, MediaTypes, SaveFormat,
-    commit_image, export_docker_tar, export_local_dir, export_oci_tar, export_tar, load, save,
+    commit_image, export_docker_tar, export_host_dir, export_local_dir, export_oci_tar, export_tar,
+    load, save,
 };
 use kiln_oci::config::{History, ImageConfig};
 use kiln_oci::{Digest, Reference};
@@ -482,6 +483,58 @@ fn local_dir_export_applies_whiteouts() {
     assert_eq!(stats.len(), 2);
     assert_eq!(tree(&dest), vec!["dir/new.txt", "keep.txt"]);
     assert_eq!(std::fs::read(dest.join("dir/new.txt")).unwrap(), b"new");
+}
+
+/// A layer with a setuid-root file and a block device.
+fn hostile_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o4755);
+    h.set_uid(0);
+    h.set_gid(0);
+    b.append_data(&mut h, "bin/shell", &b"#!"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Block);
+    h.set_mode(0o666);
+    h.set_device_major(8).unwrap();
+    h.set_device_minor(0).unwrap();
+    h.set_size(0);
+    b.append_data(&mut h, "dev/sda", &[][..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn host_dir_export_drops_devices_and_setid_unless_asked() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let (dir, store) = store();
+    let layer = hostile_layer();
+    let layers = || {
+        vec![LayerInput::reader(
+            Digest::sha256(&layer),
+            std::io::Cursor::new(layer.clone()),
+        )]
+    };
+    let safe = dir.path().join("safe");
+    let stats = export_host_dir(&store, &layers(), &safe, false).unwrap();
+    let mode = std::fs::metadata(safe.join("bin/shell"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    assert!(!safe.join("dev/sda").exists());
+    if kiln_cache::is_root() {
+        assert_eq!(stats[0].skipped_devices, 1);
+        let full = dir.path().join("full");
+        export_host_dir(&store, &layers(), &full, true).unwrap();
+        let mode = std::fs::metadata(full.join("bin/shell"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o4755);
+        let dev = std::fs::symlink_metadata(full.join("dev/sda")).unwrap();
+        assert!(dev.file_type().is_block_device());
+    }
 }
 
 #[test]

@@ -13,9 +13,9 @@ use kiln_frontend::compile::NoCache;
 use kiln_solver::NetworkMode;
 
 use super::Context;
-use crate::render::ExitStatus;
 use crate::buildprogress::{ProgressMode, Renderer};
 use crate::render::DockerfileError;
+use crate::render::ExitStatus;
 
 #[derive(Args, Debug)]
 #[command(about = "Build an image from a Dockerfile")]
@@ -535,12 +535,16 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
     let mut names = Vec::new();
     for spec in specs {
         if !spec.contains('=') {
-            outputs.push(Output::Local(PathBuf::from(spec)));
+            outputs.push(Output::Local {
+                dest: PathBuf::from(spec),
+                devices: false,
+            });
             continue;
         }
         let mut kind = None;
         let mut dest = None;
         let mut push_field = false;
+        let mut devices_field = false;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -564,6 +568,7 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
                 }
                 "name" => names.push(v.to_string()),
                 "push" => push_field = parse_bool(v)?,
+                "devices" => devices_field = parse_bool(v)?,
                 "force-compression" | "oci-mediatypes" => {}
                 _ => bail!("unsupported --output option {k:?}"),
             }
@@ -574,6 +579,9 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
         let kind = kind.as_deref().unwrap_or("image");
         if push_field && !matches!(kind, "image" | "moby" | "registry") {
             bail!("push=true needs --output type=image");
+        }
+        if devices_field && kind != "local" {
+            bail!("devices=true is an option of --output type=local");
         }
         outputs.push(match kind {
             "image" | "moby" => {
@@ -587,7 +595,10 @@ fn parse_outputs(specs: &[String]) -> anyhow::Result<Outputs> {
             }
             "oci" => Output::OciTar(need(dest, "oci")?),
             "docker" => Output::DockerTar(need(dest, "docker")?),
-            "local" => Output::Local(need(dest, "local")?),
+            "local" => Output::Local {
+                dest: need(dest, "local")?,
+                devices: devices_field,
+            },
             "tar" => Output::Tar(need(dest, "tar")?),
             other => bail!("unsupported --output type {other:?}"),
         });
