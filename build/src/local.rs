@@ -244,7 +244,9 @@ fn links_in_parents(root: &Path, follow: &[String]) -> Vec<String> {
                     break;
                 }
             }
-            let Some((link, target, rest)) = hit else { break };
+            let Some((link, target, rest)) = hit else {
+                break;
+            };
             let parent = crate::paths::split(&format!("/{link}")).0;
             let resolved = crate::paths::join(&parent, &target.to_string_lossy());
             let resolved = resolved.trim_start_matches('/');

@@ -1109,7 +1109,11 @@ fn interrupted_builds_cancel_their_steps_and_clean_up() {
         let stderr = std::fs::read_to_string(out.join("stderr")).unwrap_or_default();
         assert_eq!(status.code(), Some(code), "{stderr}");
         assert!(stderr.contains("cancelled"), "{stderr}");
-        assert!(env.marked().is_empty(), "the step still runs: {:?}", env.marked());
+        assert!(
+            env.marked().is_empty(),
+            "the step still runs: {:?}",
+            env.marked()
+        );
         env.assert_nothing_left(&format!("a build stopped by signal {sig}"));
     }
 }

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kiln_oci::Digest;
 use kiln_oci::config::{ContainerConfig, Empty, History, ImageConfig};
 use kiln_solver::{
-    CacheSharing as OpSharing, Chmod as OpChmod, ChownOpt, CopyAction, ExecMount, ExecOp,
-    CacheInit, FileAction, FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, SecretEnv,
+    CacheInit, CacheSharing as OpSharing, Chmod as OpChmod, ChownOpt, CopyAction, ExecMount,
+    ExecOp, FileAction, FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, SecretEnv,
     SecretMount, SecurityMode, SourceOp, UserOpt, VertexId,
 };
 

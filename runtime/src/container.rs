@@ -209,7 +209,11 @@ impl Runtime {
     /// completion and unmounts. A non-zero exit is not an error; failing
     /// to start the process is ([`Error::Start`]). Cancelling `cancel`
     /// kills the container ([`Error::Cancelled`]).
-    pub async fn run(&self, mut req: ExecRequest, cancel: &CancellationToken) -> Result<ExecResult> {
+    pub async fn run(
+        &self,
+        mut req: ExecRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ExecResult> {
         if req.args.is_empty() {
             return Err(Error::Invalid {
                 what: "command",

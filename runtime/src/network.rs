@@ -91,7 +91,8 @@ impl PrivateNetwork {
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| fail(format!("pipe: {e}")))?;
         let log_path = self.path.with_extension("log");
-        let log = File::create(&log_path).map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
+        let log =
+            File::create(&log_path).map_err(|e| fail(format!("{}: {e}", log_path.display())))?;
         let mut cmd = Command::new(program);
         cmd.args([
             "--configure",
@@ -286,7 +287,9 @@ pub struct NetworkLease {
 
 impl NetworkLease {
     pub fn path(&self) -> &Path {
-        self.net.as_ref().map_or(Path::new(""), PrivateNetwork::path)
+        self.net
+            .as_ref()
+            .map_or(Path::new(""), PrivateNetwork::path)
     }
 }
 
@@ -341,7 +344,10 @@ pub fn reap_stale(dir: &Path) {
             continue;
         };
         if start_time(pid) != Some(start) {
-            tracing::debug!(namespace = name, "removing a dead process's network namespace");
+            tracing::debug!(
+                namespace = name,
+                "removing a dead process's network namespace"
+            );
             remove_namespace(&entry.path());
         }
     }

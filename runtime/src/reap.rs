@@ -39,7 +39,10 @@ pub(crate) fn reap_stale_containers(containers: &Path, runc_root: &Path) {
         if !owner_is_gone(id) {
             continue;
         }
-        tracing::info!(container = id, "removing a build container a killed kiln left");
+        tracing::info!(
+            container = id,
+            "removing a build container a killed kiln left"
+        );
         kill_cgroup(id);
         let _ = std::fs::remove_dir_all(runc_root.join(id));
         let dir = entry.path();

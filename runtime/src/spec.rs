@@ -243,9 +243,24 @@ fn mounts(opts: &SpecOptions) -> Result<Vec<Mount>> {
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         )?,
-        bind_with(&opts.hosts_file, Path::new("/etc/hosts"), true, GENERATED_OPTS)?,
-        bind_with(&opts.resolv_conf, Path::new("/etc/resolv.conf"), true, GENERATED_OPTS)?,
-        bind_with(&opts.hostname_file, Path::new("/etc/hostname"), true, GENERATED_OPTS)?,
+        bind_with(
+            &opts.hosts_file,
+            Path::new("/etc/hosts"),
+            true,
+            GENERATED_OPTS,
+        )?,
+        bind_with(
+            &opts.resolv_conf,
+            Path::new("/etc/resolv.conf"),
+            true,
+            GENERATED_OPTS,
+        )?,
+        bind_with(
+            &opts.hostname_file,
+            Path::new("/etc/hostname"),
+            true,
+            GENERATED_OPTS,
+        )?,
     ];
     let mut extra: Vec<(PathBuf, Mount)> = Vec::new();
     for m in &opts.mounts {

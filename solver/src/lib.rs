@@ -66,9 +66,9 @@ pub use graph::{
     VertexDigest, VertexId,
 };
 pub use op::{
-    CUSTOM_NAME, CacheInit, CacheSharing, Chmod, ChownOpt, CopyAction, DiffOp, ExecMount, ExecOp, ExtraHost,
-    FileAction, FileOp, MergeOp, MountKind, NetworkMode, Op, OpError, OpMetadata, ProgressGroup,
-    SecretEnv, SecretMount, SecurityMode, SourceOp, UserOpt,
+    CUSTOM_NAME, CacheInit, CacheSharing, Chmod, ChownOpt, CopyAction, DiffOp, ExecMount, ExecOp,
+    ExtraHost, FileAction, FileOp, MergeOp, MountKind, NetworkMode, Op, OpError, OpMetadata,
+    ProgressGroup, SecretEnv, SecretMount, SecurityMode, SourceOp, UserOpt,
 };
 pub use scheduler::{
     BoxError, CacheKey, CacheStatus, Event, EventKind, ExecContext, Executor, Input, LogStream,

@@ -446,7 +446,10 @@ impl ExecMount {
             MountKind::Cache { id, sharing, init } => {
                 s.push_str(&format!(" cache(id={id}, sharing={}", sharing.as_str()));
                 if let Some(i) = init {
-                    s.push_str(&format!(", uid={}, gid={}, mode={:o}", i.uid, i.gid, i.mode));
+                    s.push_str(&format!(
+                        ", uid={}, gid={}, mode={:o}",
+                        i.uid, i.gid, i.mode
+                    ));
                 }
                 s.push(')');
             }

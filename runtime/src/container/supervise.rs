@@ -22,9 +22,9 @@ use super::proxy;
 use super::state::{Containers, MountKind, Status, process_start_time};
 use crate::container::{BundleParams, ExecRequest, write_bundle};
 use crate::error::{Error, Result};
+use crate::network::PrivateNetwork;
 use crate::rootfs::OverlayRootfs;
 use crate::runc::{OutputChunk, OutputSender, Stream, exit_code, start_error};
-use crate::network::PrivateNetwork;
 use crate::spec::{BindMount, Network};
 
 /// How the supervisor connects the container to its caller.
