@@ -102,6 +102,11 @@ const CLASSIC: &[(&str, &[&str], &str)] = &[
         "classic-builder progress text (`# Executing 1 build trigger`); BuildKit shows the trigger as an ordinary step",
     ),
     (
+        "TestBuildMultiStageResetScratch",
+        &["config"],
+        "the classic builder leaves a `FROM scratch` stage's WorkingDir empty; BuildKit's empty image config has `/`, as kiln's does (the previous stage's /foo/bar does not leak, which is the case's point)",
+    ),
+    (
         "TestBuildEmptyScratch",
         &["build_fails", "exit_code", "stderr_contains"],
         "classic builder only: BuildKit builds an empty image from a lone `FROM scratch`",

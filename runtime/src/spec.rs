@@ -350,6 +350,8 @@ pub fn build_spec(opts: &SpecOptions) -> Result<Spec> {
         .env(default_env(&opts.env, &opts.user.home))
         .cwd(cwd)
         .capabilities(capabilities)
+        // As Docker and BuildKit: setuid programs may gain privileges.
+        .no_new_privileges(false)
         // Inherited from kiln, as Docker's and BuildKit's processes inherit
         // the daemon's, unless set.
         .rlimits(Vec::new());
@@ -570,7 +572,7 @@ mod tests {
             serde_json::json!([format!("PATH={DEFAULT_PATH}"), "A=1", "HOME=/home/app"])
         );
         assert_eq!(process["cwd"], "/work");
-        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(process["noNewPrivileges"], false);
         assert_eq!(process["user"]["additionalGids"], serde_json::json!([10]));
         assert_eq!(
             process["capabilities"]["bounding"]
@@ -624,6 +626,13 @@ mod tests {
         let spec = build_spec(&opts).unwrap();
         let size = spec.process().as_ref().unwrap().console_size().unwrap();
         assert_eq!((size.height(), size.width()), (33, 91));
+    }
+
+    #[test]
+    fn processes_may_gain_privileges() {
+        let json = serde_json::to_value(build_spec(&options()).unwrap()).unwrap();
+        assert_eq!(json["process"]["noNewPrivileges"], false);
+        assert_eq!(json["process"]["capabilities"]["ambient"], serde_json::json!([]));
     }
 
     #[test]
