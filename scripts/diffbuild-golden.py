@@ -182,7 +182,9 @@ def empty_summary() -> dict:
 
 
 def dump(obj) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    # Names that are not UTF-8 come from tarfile as surrogate escapes;
+    # ensure_ascii writes them as \udcXX escapes, which load back the same.
+    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=True) + "\n"
 
 
 def record(summary_path: str, case_dir: str) -> int:
@@ -208,8 +210,11 @@ def record(summary_path: str, case_dir: str) -> int:
         shutil.rmtree(work, ignore_errors=True)
     deltas = [make_delta(summary, s, n, a.ignore_set) for n, s in bases.items()]
     best = min(deltas, key=lambda d: len(d["rootfs"]) + len(d["gone"]))
-    with open(os.path.join(case_dir, "expected.json"), "w") as f:
-        f.write(dump(best))
+    text = dump(best)
+    path = os.path.join(case_dir, "expected.json")
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
     return 0
 
 
