@@ -316,6 +316,12 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
             &format!("cannot bring up the loopback interface: {e}"),
         );
     }
+    if let Some(init) = container.pid()
+        && let Err(e) = readonly_cgroups(init)
+    {
+        let _ = container.delete(true);
+        return start_failed(args, &format!("cannot make the cgroup mounts read-only: {e}"));
+    }
     // The container's init sent its terminal before waiting to be
     // started: attach it (with the host console's size) before the
     // process runs, so it never sees a 0×0 terminal.
@@ -378,6 +384,82 @@ fn loopback_up(pid: Pid) -> std::io::Result<()> {
     let result = set_interface_up(c"lo");
     nix::sched::setns(&ours, nix::sched::CloneFlags::CLONE_NEWNET)?;
     result
+}
+
+/// Remounts the container's cgroup v1 controller mounts read-only (and
+/// nosuid, nodev, noexec), as runc and BuildKit have them: libcontainer
+/// leaves them writable, which would let a step change its own limits.
+/// The container is created and waits to be started, its mounts in place.
+fn readonly_cgroups(pid: Pid) -> std::io::Result<()> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    let mut targets = Vec::new();
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(point), Some(opts)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let writable = opts.split(',').any(|o| o == "rw");
+        if right.starts_with("cgroup ") && point.starts_with("/sys/fs/cgroup/") && writable {
+            targets.push(CString::new(*point).map_err(std::io::Error::other)?);
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    let flags = libc::MS_REMOUNT
+        | libc::MS_BIND
+        | libc::MS_RDONLY
+        | libc::MS_NOSUID
+        | libc::MS_NODEV
+        | libc::MS_NOEXEC;
+    // A child enters the container's mount namespace (which a process
+    // sharing its filesystem state with threads may not); it makes only
+    // raw system calls.
+    // SAFETY: the child calls only setns, mount and _exit (no allocation,
+    // no locks) before it exits.
+    match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: raw system calls on valid descriptors and C strings.
+            let code = unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    1
+                } else {
+                    let mut failed = 0;
+                    for t in &targets {
+                        let r = libc::mount(
+                            std::ptr::null(),
+                            t.as_ptr(),
+                            std::ptr::null(),
+                            flags,
+                            std::ptr::null(),
+                        );
+                        if r != 0 {
+                            failed = 2;
+                        }
+                    }
+                    failed
+                }
+            };
+            // SAFETY: ends the child without running the parent's atexit
+            // handlers or destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            Ok(WaitStatus::Exited(_, 1)) => Err(std::io::Error::other(
+                "cannot enter the container's mount namespace",
+            )),
+            Ok(other) => Err(std::io::Error::other(format!("remount failed: {other:?}"))),
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 /// `ip link set NAME up` in the current network namespace.
