@@ -95,12 +95,13 @@ def parse_args(words: list[str]) -> argparse.Namespace:
     ap.add_argument("--target")
     ap.add_argument("--secret", action="append", default=[])
     ap.add_argument("--network", default="none")
-    ap.add_argument("--ignore", default="")
+    # Several --ignore lines add up.
+    ap.add_argument("--ignore", action="append", default=[])
     ap.add_argument("--mtime", action="store_true")
     a, rest = ap.parse_known_args(words)
     if rest:
         raise ValueError(f"unsupported diffbuild.args: {' '.join(rest)}")
-    a.ignore_set = {s.strip() for s in a.ignore.split(",") if s.strip()}
+    a.ignore_set = {s.strip() for v in a.ignore for s in v.split(",") if s.strip()}
     return a
 
 

@@ -71,9 +71,17 @@ one() {
       extra+=($line)
     done <"$ctx/diffbuild.args"
   fi
+  # Several --ignore lines add up (diffbuild.py takes one comma list).
+  local args=() ignore=""
   for ((i = 0; i < ${#extra[@]}; i++)); do
-    [ "${extra[$i]}" = --network ] && network=${extra[$((i + 1))]}
+    case ${extra[$i]} in
+      --network) network=${extra[$((i + 1))]} ;;
+      --ignore) ignore=${ignore:+$ignore,}${extra[$((i + 1))]}; i=$((i + 1)); continue ;;
+    esac
+    args+=("${extra[$i]}")
   done
+  [ -n "$ignore" ] && args+=(--ignore "$ignore")
+  extra=("${args[@]}")
   python3 "$peers/diffbuild.py" "$ctx" --only buildkit,candidate -o "$OUT/$name" "${extra[@]}" \
     --candidate "$KILN build -q --network $network -o type=oci,dest={out} -f {dockerfile} {build_arg_flags} {target_flag} {secret_flags} {context}" \
     >"$OUT/$name/diff.txt" 2>&1
