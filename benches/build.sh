@@ -65,7 +65,9 @@ if [ -S /run/docker.sock ] && /usr/bin/docker info >/dev/null 2>&1; then
   # The scenarios' base for BuildKit: the same offline busybox.
   "$kiln" save busybox:bench | /usr/bin/docker load -q >/dev/null
 fi
-K="$kiln build -q"
+# The same network mode as BuildKit here (its default network needs a bridge
+# this dockerd lacks).
+K="$kiln build -q --network none"
 K_COLD="$kiln builder prune -a -f >/dev/null; $kiln rmi -f bench-a bench-d >/dev/null 2>&1 || true; sync"
 BK_COLD="/usr/bin/docker builder prune -af >/dev/null; sync"
 
