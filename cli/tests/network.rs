@@ -1117,3 +1117,65 @@ fn interrupted_builds_cancel_their_steps_and_clean_up() {
         env.assert_nothing_left(&format!("a build stopped by signal {sig}"));
     }
 }
+
+/// A foreground `kiln run` killed with SIGKILL takes its container with
+/// it, and `kiln rm` then removes it and everything it had mounted.
+#[test]
+fn a_killed_foreground_run_takes_its_container_and_rm_cleans_up() {
+    if !network_available() {
+        return;
+    }
+    let env = Env::new();
+    let args = [
+        "run",
+        "--name",
+        "fg",
+        "-e",
+        &format!("{MARK}=1"),
+        "busybox:test",
+        "sleep",
+        "1237",
+    ];
+    let (mut child, out) = env.spawn(&args, false);
+    let start = Instant::now();
+    while env.marked().is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr = std::fs::read_to_string(out.join("stderr")).unwrap_or_default();
+            panic!("kiln run ended early ({status}):\n{stderr}");
+        }
+        assert!(start.elapsed() < TIMEOUT, "the container did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send(child.id(), SIGKILL);
+    child.wait().unwrap();
+    // The embedded runtime's helper kills the container when kiln dies;
+    // runc's container runs on until `rm -f`.
+    if std::env::var("KILN_TEST_RUNTIME").as_deref() != Ok("runc") {
+        let start = Instant::now();
+        while !env.marked().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the container of a killed kiln run still runs: {:?}",
+                env.marked()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    env.ok(&["rm", "-f", "fg"]);
+    let start = Instant::now();
+    while !env.marked().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the container still runs after rm -f: {:?}",
+            env.marked()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let store = env.store();
+    assert!(
+        mounts_under(&store).is_empty(),
+        "{:?}",
+        mounts_under(&store)
+    );
+    assert!(slirps_of(&store).is_empty(), "{:?}", slirps_of(&store));
+}

@@ -587,6 +587,11 @@ impl Containers {
         let _names = lock(&self.dir.join("names.lock"))?;
         let dir = self.dir(id);
         self.cleanup_runtime(&record);
+        // What a supervisor killed with its container left mounted (its
+        // network namespace pin, the root filesystem).
+        for m in ["netns", "rootfs"] {
+            let _ = rustix::mount::unmount(dir.join(m), rustix::mount::UnmountFlags::DETACH);
+        }
         let size = dir_size(&dir.join("upper")) + dir_size(&self.log_path(id));
         // Hide it from listings first, then delete.
         let doomed = self.dir.join(format!(".removing-{id}"));
