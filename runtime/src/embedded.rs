@@ -320,7 +320,10 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
         && let Err(e) = readonly_cgroups(init)
     {
         let _ = container.delete(true);
-        return start_failed(args, &format!("cannot make the cgroup mounts read-only: {e}"));
+        return start_failed(
+            args,
+            &format!("cannot make the cgroup mounts read-only: {e}"),
+        );
     }
     // The container's init sent its terminal before waiting to be
     // started: attach it (with the host console's size) before the

@@ -632,7 +632,10 @@ mod tests {
     fn processes_may_gain_privileges() {
         let json = serde_json::to_value(build_spec(&options()).unwrap()).unwrap();
         assert_eq!(json["process"]["noNewPrivileges"], false);
-        assert_eq!(json["process"]["capabilities"]["ambient"], serde_json::json!([]));
+        assert_eq!(
+            json["process"]["capabilities"]["ambient"],
+            serde_json::json!([])
+        );
     }
 
     #[test]
