@@ -56,23 +56,10 @@ pub(crate) fn set_owner_times(
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| Error::io("change ownership of", path, e.into()))?;
-    if let Some((sec, nsec)) = mtime {
-        let ts = Timespec {
-            tv_sec: sec,
-            tv_nsec: nsec as _,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            path,
-            &Timestamps {
-                last_access: ts,
-                last_modification: ts,
-            },
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::io("set times of", path, e.into()))?;
+    match mtime {
+        Some(t) => set_times(path, t),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Sets the modification and access times, not following symlinks.

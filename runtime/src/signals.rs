@@ -43,9 +43,19 @@ pub fn reset_to_default() {
 /// # Safety
 /// Async-signal-safe; changes the process's disposition of `sig`.
 unsafe fn raw_default(sig: libc::c_int) {
+    // SAFETY: as the caller's.
+    unsafe { raw_disposition(sig, 0) }
+}
+
+/// `rt_sigaction(sig, handler)` with a handler of 0 (SIG_DFL) or 1
+/// (SIG_IGN), no flags and an empty mask.
+///
+/// # Safety
+/// Async-signal-safe; changes the process's disposition of `sig`.
+unsafe fn raw_disposition(sig: libc::c_int, handler: u64) {
     // The kernel's struct sigaction: handler, flags, restorer (where the
-    // architecture has one), mask; all zero is SIG_DFL with no flags.
-    let action = [0u64; 4];
+    // architecture has one), mask.
+    let action = [handler, 0, 0, 0];
     // SAFETY: the kernel reads at most the struct's size from `action`.
     unsafe {
         libc::syscall(
@@ -75,7 +85,7 @@ mod tests {
                 // Simulate an inherited ignored SIGPIPE and SIGINT.
                 libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 libc::signal(libc::SIGINT, libc::SIG_IGN);
-                raw_ignore(33);
+                raw_disposition(33, 1);
                 reset_to_default();
                 Ok(())
             });
@@ -85,18 +95,5 @@ mod tests {
         let mask = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
         assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{line}");
         assert_eq!(mask, 0, "{line}");
-    }
-
-    unsafe fn raw_ignore(sig: libc::c_int) {
-        let action = [1u64, 0, 0, 0]; // SIG_IGN
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                action.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                8usize,
-            );
-        }
     }
 }
