@@ -609,26 +609,12 @@ fn select_platform<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Option<&
     let usable = entries
         .iter()
         .filter(|d| is_image_manifest(&d.media_type) || is_index(&d.media_type));
-    let candidates: Vec<(&Descriptor, Platform)> = usable
-        .clone()
-        .filter_map(|d| d.platform.as_ref().map(|p| (d, platform_of(p))))
-        .filter(|(_, p)| p.os != "unknown")
-        .collect();
-    if let Some((d, _)) = candidates.iter().find(|(_, p)| wanted.matches(p)) {
-        return Some(d);
-    }
-    let preference = wanted.compatible_platforms();
-    candidates
-        .iter()
-        .filter_map(|(d, p)| {
-            let p = p.normalize();
-            preference
-                .iter()
-                .position(|q| *q == p)
-                .map(|rank| (rank, *d))
-        })
-        .min_by_key(|(rank, _)| *rank)
-        .map(|(_, d)| d)
+    wanted
+        .pick(
+            usable
+                .clone()
+                .filter_map(|d| d.platform.as_ref().map(|p| (d, platform_of(p)))),
+        )
         .or_else(|| usable.clone().find(|d| d.platform.is_none()))
 }
 

@@ -141,6 +141,35 @@ impl Platform {
         self.compatible_platforms().contains(&image)
     }
 
+    /// Which of `candidates` an image for this platform is taken from, as
+    /// containerd picks an index entry: the exact platform first, else the
+    /// one this platform runs that it prefers most. Attestation entries
+    /// (`unknown` OS) are never picked.
+    pub fn pick<'a, T, P>(&self, candidates: impl IntoIterator<Item = (T, P)>) -> Option<T>
+    where
+        P: std::borrow::Borrow<Platform> + 'a,
+    {
+        let candidates: Vec<(T, Platform)> = candidates
+            .into_iter()
+            .filter(|(_, p)| p.borrow().os != "unknown")
+            .map(|(t, p)| (t, p.borrow().normalize()))
+            .collect();
+        let me = self.normalize();
+        let preference = self.compatible_platforms();
+        let rank = |p: &Platform| {
+            if *p == me {
+                Some(0)
+            } else {
+                preference.iter().position(|q| q == p).map(|r| r + 1)
+            }
+        };
+        candidates
+            .into_iter()
+            .filter_map(|(t, p)| rank(&p).map(|r| (r, t)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, t)| t)
+    }
+
     /// The normalised platforms [`can_run`](Self::can_run) accepts, most
     /// preferred first.
     pub fn compatible_platforms(&self) -> Vec<Platform> {

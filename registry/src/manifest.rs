@@ -103,27 +103,12 @@ pub(crate) fn select_platform<'a>(
     entries: &'a [Descriptor],
     wanted: &Platform,
 ) -> Option<&'a Descriptor> {
-    let candidates: Vec<(&Descriptor, &Platform)> = entries
-        .iter()
-        .filter(|d| is_image_manifest(&d.media_type) || d.media_type.is_empty())
-        .filter_map(|d| d.platform.as_ref().map(|p| (d, p)))
-        .filter(|(_, p)| p.os != "unknown")
-        .collect();
-    if let Some((d, _)) = candidates.iter().find(|(_, p)| wanted.matches(p)) {
-        return Some(d);
-    }
-    let preference = wanted.compatible_platforms();
-    candidates
-        .iter()
-        .filter_map(|(d, p)| {
-            let p = p.normalize();
-            preference
-                .iter()
-                .position(|q| *q == p)
-                .map(|rank| (rank, *d))
-        })
-        .min_by_key(|(rank, _)| *rank)
-        .map(|(_, d)| d)
+    wanted.pick(
+        entries
+            .iter()
+            .filter(|d| is_image_manifest(&d.media_type) || d.media_type.is_empty())
+            .filter_map(|d| d.platform.as_ref().map(|p| (d, p))),
+    )
 }
 
 /// The platforms an index offers, as `os/arch[/variant]`.
