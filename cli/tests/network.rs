@@ -218,14 +218,7 @@ impl Env {
         let needle = format!("{MARK}=1");
         let store = self.store();
         let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids() {
             let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
                 continue;
             };
@@ -343,14 +336,7 @@ fn send(pid: u32, sig: i32) {
 fn slirps_of(store: &Path) -> Vec<(u32, String)> {
     let needle = store.to_str().unwrap();
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids() {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
@@ -366,6 +352,15 @@ fn slirps_of(store: &Path) -> Vec<(u32, String)> {
         }
     }
     found
+}
+
+/// The pids of the processes running now.
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
 }
 
 fn parent(pid: u32) -> Option<u32> {
