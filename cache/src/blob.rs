@@ -334,44 +334,6 @@ impl Store {
         }
         Ok(size)
     }
-
-    /// Removes entries of `ingest/` (interrupted blob writes and snapshot
-    /// unpacks) last modified more than `older_than` ago. Returns how many
-    /// were removed. Use an age well above the longest expected write, since
-    /// other processes may be writing right now.
-    pub fn cleanup_ingest(&self, older_than: Duration) -> Result<usize> {
-        let dir = self.ingest_dir();
-        let now = SystemTime::now();
-        let mut removed = 0;
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io("read", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
-            let path = entry.path();
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("stat", path, e)),
-            };
-            let modified = meta.modified().map_err(|e| Error::io("stat", &path, e))?;
-            let age = now.duration_since(modified).unwrap_or_default();
-            if age < older_than {
-                continue;
-            }
-            let result = if meta.is_dir() {
-                remove_dir_all_writable(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            match result {
-                Ok(()) => {
-                    tracing::debug!(path = %path.display(), ?age, "removed stale ingest entry");
-                    removed += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", path, e)),
-            }
-        }
-        Ok(removed)
-    }
 }
 
 /// `remove_dir_all`, first making directories writable so that trees with

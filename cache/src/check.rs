@@ -18,14 +18,13 @@
 //! - blobs no image refers to are deleted only if they are older than
 //!   [`STALE_AGE`], and only when every image could be read, so content a
 //!   concurrent writer has just stored but not yet recorded is kept;
-//! - entries of `ingest/` (and `.tmp-` files in the root) older than
-//!   [`STALE_AGE`] are removed.
+//! - what dead processes left (lease directories, see [`crate::lease`],
+//!   and the shared `ingest/` of older kilns) is removed, as are `.tmp-`
+//!   files in the root older than [`STALE_AGE`].
 //!
 //! Snapshots no image refers to are reported, never removed.
 //!
-//! Remaining race: a writer that reuses an old unreferenced blob (present,
-//! so not rewritten) and records its image after the check re-read the
-//! index may lose that blob. Stores have no leases yet to close this.
+//! Blobs live processes hold (see [`crate::lease`]) are never deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -553,13 +552,19 @@ impl Store {
             .collect();
         let mut deleted = BTreeSet::new();
         if repair && !old.is_empty() {
-            // Hold the index lock and look at the records once more, so no
-            // image recorded since the first look loses a blob.
+            // Hold the deleters' and the index lock and look at the records
+            // and holds once more, so no image recorded since the first look
+            // and no blob a live process is writing or using is lost.
+            let _gc = self.gc_exclusive()?;
+            let holds = self.holds()?;
             let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
             let now_refs = self.references(&self.images()?);
             if now_refs.complete {
                 for digest in old {
-                    if !now_refs.blobs.contains(digest) && self.delete_blob(digest)? {
+                    if !now_refs.blobs.contains(digest)
+                        && !holds.blobs.contains(digest)
+                        && self.delete_blob(digest)?
+                    {
                         deleted.insert(digest.clone());
                     }
                 }
@@ -613,35 +618,51 @@ impl Store {
         Ok(())
     }
 
-    /// Reports (and with `repair` removes) entries of `ingest/` and
-    /// `.tmp-` files of the root older than [`STALE_AGE`].
+    /// Reports (and with `repair` removes) what dead processes left:
+    /// lease directories the reaping at open could not remove, entries of
+    /// the shared `ingest/` directory older kilns wrote, and `.tmp-` files
+    /// of the root older than [`STALE_AGE`] (live writers make those).
     fn check_temporaries(&self, repair: bool, report: &mut CheckReport) -> Result<()> {
         let now = SystemTime::now();
         let mut candidates = Vec::new();
-        let ingest = self.ingest_dir();
-        for entry in fs::read_dir(&ingest).map_err(|e| Error::io("read", &ingest, e))? {
-            let entry = entry.map_err(|e| Error::io("read", &ingest, e))?;
-            candidates.push(entry.path());
+        for lease in self.list_leases()? {
+            if !lease.live {
+                candidates.push((lease.dir, Duration::ZERO));
+            }
+        }
+        let ingest = self.root().join(crate::store::INGEST_DIR);
+        match fs::read_dir(&ingest) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io("read", &ingest, e))?;
+                    candidates.push((entry.path(), Duration::ZERO));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("read", &ingest, e)),
         }
         let root = self.root();
         for entry in fs::read_dir(root).map_err(|e| Error::io("read", root, e))? {
             let entry = entry.map_err(|e| Error::io("read", root, e))?;
             if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-                candidates.push(entry.path());
+                candidates.push((entry.path(), STALE_AGE));
             }
         }
         candidates.sort();
-        for path in candidates {
+        for (path, min_age) in candidates {
             let (meta, age) = match age_of(&path, now) {
                 Ok(found) => found,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("stat", path, e)),
             };
-            if age < STALE_AGE {
+            if age < min_age {
                 continue;
             }
             let mut repaired = false;
             if repair {
+                for mount in crate::lease::mounts_below(&path) {
+                    let _ = rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH);
+                }
                 let result = if meta.is_dir() {
                     remove_dir_all_writable(&path)
                 } else {

@@ -27,6 +27,10 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A running kiln process uses the image, so it is not deleted.
+    #[error("image {id} is being used by a running kiln process ({})", holders.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "))]
+    ImageInUse { id: String, holders: Vec<u32> },
+
     /// The store was written by a newer (or unknown) kiln.
     #[error(
         "store at {root} has format version {found}, but this kiln supports version {supported}"

@@ -9,17 +9,20 @@
 //! (manifests and configs still are): a corrupt image never causes data
 //! loss elsewhere.
 //!
-//! Not covered yet: an image being written by another process at the same
-//! moment (blobs stored but record not yet written) may lose blobs it
-//! shares with the image being deleted; and no check is made for
-//! containers using the image (there are no containers yet).
+//! Deletions honour the holds of live kiln processes (see [`crate::lease`]):
+//! a held image is not deleted ([`Error::ImageInUse`]; untagging it is
+//! fine), and held blobs and snapshots, and everything held images refer
+//! to, are kept. Deleting runs under the exclusive `gc.lock`, so no hold
+//! is added halfway through.
 
 use std::collections::BTreeSet;
 
 use kiln_oci::Digest;
 
+use crate::error::Error;
 use crate::image::{ImageError, chain_ids};
 use crate::images::{ImageId, ImageRecord};
+use crate::lease::Holds;
 use crate::store::Store;
 
 /// What deleting one image removed.
@@ -88,9 +91,39 @@ impl Store {
         refs
     }
 
+    /// Content held by live processes, as references: held images'
+    /// content, held blobs and held snapshots.
+    fn held_references(&self, holds: &Holds) -> References {
+        let held: Vec<ImageRecord> = holds
+            .images
+            .iter()
+            .filter_map(|id| self.image(id).ok())
+            .collect();
+        let mut refs = self.references(&held);
+        refs.blobs.extend(holds.blobs.iter().cloned());
+        refs.chains.extend(holds.chains.iter().cloned());
+        refs
+    }
+
     /// Deletes image `id`: its record (with its tags and repo digests),
-    /// then its blobs and snapshots that no other image refers to.
+    /// then its blobs and snapshots that no other image refers to and no
+    /// live process holds. Fails with [`Error::ImageInUse`] when a live
+    /// process holds the image itself.
     pub fn delete_image(&self, id: &ImageId) -> Result<RemovedImage, ImageError> {
+        let _gc = self.gc_exclusive()?;
+        let holds = self.holds()?;
+        self.delete_image_locked(id, &holds)
+    }
+
+    fn delete_image_locked(&self, id: &ImageId, holds: &Holds) -> Result<RemovedImage, ImageError> {
+        if holds.images.contains(id) {
+            return Err(Error::ImageInUse {
+                id: id.to_string(),
+                holders: holds.image_holders.get(id).cloned().unwrap_or_default(),
+            }
+            .into());
+        }
+        let held = self.held_references(holds);
         let record = self.image(id)?;
         // What the image refers to, read before the record goes.
         let (layers, chains) = match self.image_docs(&record) {
@@ -101,7 +134,10 @@ impl Store {
             }
         };
         let record = self.remove_image(id)?;
-        let refs = self.references(&self.images()?);
+        let mut refs = self.references(&self.images()?);
+        refs.blobs.extend(held.blobs);
+        refs.chains.extend(held.chains);
+        refs.complete &= held.complete;
 
         let mut candidates =
             BTreeSet::from([record.manifest_digest.clone(), record.config_digest.clone()]);
@@ -144,20 +180,27 @@ impl Store {
     }
 
     /// [`Store::prune_images`], never removing the images in `keep` (ids,
-    /// `sha256:…`): those containers use.
+    /// `sha256:…`): those containers use. Images live kiln processes hold
+    /// are kept too.
     pub fn prune_images_keeping(
         &self,
         scope: PruneScope,
         keep: &BTreeSet<String>,
     ) -> Result<Vec<RemovedImage>, ImageError> {
+        let _gc = self.gc_exclusive()?;
+        let holds = self.holds()?;
         let mut doomed: Vec<ImageRecord> = self
             .images()?
             .into_iter()
             .filter(|r| scope == PruneScope::All || r.is_dangling())
             .filter(|r| !keep.contains(&r.id.to_string()))
+            .filter(|r| !holds.images.contains(&r.id))
             .collect();
         doomed.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
-        doomed.iter().map(|r| self.delete_image(&r.id)).collect()
+        doomed
+            .iter()
+            .map(|r| self.delete_image_locked(&r.id, &holds))
+            .collect()
     }
 
     /// How much the images of the store take.

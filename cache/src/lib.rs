@@ -16,10 +16,14 @@
 //! <root>/
 //!   VERSION                  "1\n": the format version; Store::open refuses others
 //!   blobs/sha256/<hex>       content-addressed blobs, read-only (0444), complete or absent
-//!   ingest/                  temporary files and directories being written
-//!     blob-XXXXXX              a blob being streamed in (renamed into blobs/ when verified)
-//!     snapshot-XXXXXX/         a layer being unpacked (renamed into snapshots/ when done)
-//!     removing-XXXXXX/         a snapshot being deleted
+//!   leases/<pid>-<random>/   one per live kiln process (see the lease module)
+//!     lock                     flock held while the process lives
+//!     holds                    images, blobs and snapshots it uses
+//!     ingest/                  its temporary files and directories being written:
+//!       blob-XXXXXX              a blob being streamed in (renamed into blobs/ when verified)
+//!       snapshot-XXXXXX/         a layer being unpacked (renamed into snapshots/ when done)
+//!       removing-XXXXXX/         a snapshot being deleted
+//!     tmp/                     its work directories and mounts
 //!   images.json              image records and tags (see below)
 //!   snapshots/<chain-hex>/   one unpacked layer per chain id
 //!     fs/                      the layer's files, an overlayfs lower directory
@@ -27,11 +31,12 @@
 //!   locks/
 //!     images.lock              flock held while images.json is rewritten
 //!     snapshot-<chain-hex>.lock  flock held while that snapshot is unpacked/removed
+//!     gc.lock                  exclusive while deleting, shared while adding a hold
 //! ```
 //!
-//! Everything in `ingest/` is on the same filesystem as the rest, so
-//! publishing is a `rename`. A crash leaves at worst stale entries there;
-//! [`Store::cleanup_ingest`] removes those older than a given age.
+//! Everything in a lease is on the same filesystem as the rest, so
+//! publishing is a `rename`. A killed process leaves at worst its lease;
+//! the next [`Store::open`] removes it (unmounting what it left mounted).
 //!
 //! `images.json` is `{"version": 1, "images": [ImageRecord…]}`, sorted by
 //! id. It is a single file rather than one file per image so that updates
@@ -56,6 +61,7 @@ mod gc;
 mod image;
 mod images;
 mod import;
+pub mod lease;
 mod snapshot;
 mod store;
 
@@ -71,5 +77,6 @@ pub use image::{
 };
 pub use images::{INDEX_VERSION, ImageId, ImageRecord};
 pub use import::ImportOptions;
+pub use lease::{Hold, Holds, release_leases};
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{FORMAT_VERSION, Store};

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lease::LEASES_DIR;
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -42,12 +43,26 @@ impl Store {
         store.check_or_init_version()?;
         for dir in [
             store.root.join(BLOBS_DIR).join("sha256"),
-            store.root.join(INGEST_DIR),
             store.root.join(SNAPSHOTS_DIR),
             store.root.join(LOCKS_DIR),
+            store.root.join(LEASES_DIR),
         ] {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
+        // Mend what dead processes left before taking our own lease.
+        match store.reap_leases() {
+            Ok(reaped) if !reaped.is_empty() => {
+                tracing::info!(
+                    count = reaped.len(),
+                    "removed leftovers of dead kiln processes"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to remove leftovers of dead kiln processes")
+            }
+        }
+        store.lease()?;
         tracing::debug!(root = %store.root.display(), "opened store");
         Ok(store)
     }
@@ -57,9 +72,19 @@ impl Store {
         &self.root
     }
 
-    /// `root/ingest`: temporary files and directories being written.
+    /// This process's directory for temporary files and directories being
+    /// written into the store (on the store's filesystem, so publishing is
+    /// a rename); see [`crate::lease`].
     pub fn ingest_dir(&self) -> PathBuf {
-        self.root.join(INGEST_DIR)
+        match self.lease() {
+            Ok(lease) => lease.ingest_dir(),
+            Err(e) => {
+                tracing::warn!(error = %e, "no lease on the store; using its shared ingest directory");
+                let dir = self.root.join(INGEST_DIR);
+                let _ = fs::create_dir_all(&dir);
+                dir
+            }
+        }
     }
 
     pub(crate) fn locks_dir(&self) -> PathBuf {
@@ -97,6 +122,7 @@ impl Store {
                         INGEST_DIR,
                         SNAPSHOTS_DIR,
                         LOCKS_DIR,
+                        LEASES_DIR,
                         IMAGES_FILE,
                     ]
                     .contains(&name.as_ref())
@@ -165,6 +191,20 @@ impl LockGuard {
             .map_err(|e| Error::io("open lock file", &path, e))?;
         file.lock().map_err(|e| Error::io("lock", &path, e))?;
         tracing::trace!(path = %path.display(), "lock acquired");
+        Ok(LockGuard { file, path })
+    }
+
+    /// A shared lock: excludes exclusive holders, not other shared ones.
+    pub(crate) fn shared(path: PathBuf) -> Result<LockGuard> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        file.lock_shared()
+            .map_err(|e| Error::io("lock", &path, e))?;
         Ok(LockGuard { file, path })
     }
 }

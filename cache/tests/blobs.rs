@@ -20,7 +20,7 @@ fn ingest_is_empty(store: &Store) -> bool {
 #[test]
 fn open_creates_layout_and_version() {
     let (_d, store) = store();
-    for sub in ["blobs/sha256", "ingest", "snapshots", "locks"] {
+    for sub in ["blobs/sha256", "leases", "snapshots", "locks"] {
         assert!(store.root().join(sub).is_dir(), "{sub}");
     }
     let version = fs::read_to_string(store.root().join("VERSION")).unwrap();
@@ -222,15 +222,29 @@ fn interrupted_write_is_cleaned_up() {
         "failed write removes its temp file"
     );
 
-    // A crashed process leaves a temp file behind; cleanup removes it once
-    // it is old enough.
-    let stale = store.ingest_dir().join("blob-crashed");
-    fs::write(&stale, b"partial").unwrap();
-    assert_eq!(store.cleanup_ingest(Duration::from_secs(3600)).unwrap(), 0);
-    assert!(stale.exists());
-    assert_eq!(store.cleanup_ingest(Duration::ZERO).unwrap(), 1);
-    assert!(!stale.exists());
-    assert!(store.list_blobs().unwrap().is_empty());
+    // A killed process leaves its lease with a partial write behind (its
+    // lock file no longer locked); the next open removes it, whatever its
+    // age.
+    let dead = store.root().join("leases/4242-dead");
+    fs::create_dir_all(dead.join("ingest")).unwrap();
+    fs::write(dead.join("lock"), b"").unwrap();
+    fs::write(dead.join("ingest/blob-crashed"), b"partial").unwrap();
+    let reopened = Store::open(store.root()).unwrap();
+    assert!(!dead.exists());
+    assert!(store.ingest_dir().exists(), "our own lease is kept");
+    assert!(reopened.list_blobs().unwrap().is_empty());
+}
+
+#[test]
+fn a_live_lease_is_never_reaped() {
+    let (_dir, store) = store();
+    let partial = store.ingest_dir().join("blob-being-written");
+    fs::write(&partial, b"half").unwrap();
+    // Another handle in this process, and a reaping pass: ours is live.
+    let other = Store::open(store.root()).unwrap();
+    assert!(other.reap_leases().unwrap().is_empty());
+    assert!(partial.exists());
+    assert_eq!(other.ingest_dir(), store.ingest_dir());
 }
 
 #[test]

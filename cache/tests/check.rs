@@ -232,15 +232,23 @@ fn snapshots_without_metadata_and_orphans() {
 #[test]
 fn stale_temporaries_are_removed_with_repair() {
     let (_d, store) = store();
-    let stale_file = store.ingest_dir().join("blob-stale");
-    let stale_dir = store.ingest_dir().join("snapshot-stale");
-    let fresh = store.ingest_dir().join("blob-fresh");
+    // What an older kiln left in the shared ingest directory, and a dead
+    // process's lease that appeared after the store was opened.
+    let legacy = store.root().join("ingest");
+    fs::create_dir_all(&legacy).unwrap();
+    let stale_file = legacy.join("blob-stale");
     fs::write(&stale_file, b"partial").unwrap();
-    fs::create_dir_all(stale_dir.join("fs/ro")).unwrap();
-    fs::set_permissions(stale_dir.join("fs/ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    let stale_dir = store.root().join("leases/4242-dead");
+    fs::create_dir_all(stale_dir.join("ingest/snapshot-x/fs/ro")).unwrap();
+    fs::write(stale_dir.join("lock"), b"").unwrap();
+    fs::set_permissions(
+        stale_dir.join("ingest/snapshot-x/fs/ro"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    // Ours: live, so never reported.
+    let fresh = store.ingest_dir().join("blob-fresh");
     fs::write(&fresh, b"being written").unwrap();
-    set_age(&stale_file, Duration::from_secs(7200));
-    set_age(&stale_dir, Duration::from_secs(7200));
 
     let report = store.check(false).unwrap();
     assert!(report.is_clean());
