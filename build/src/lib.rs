@@ -38,9 +38,9 @@
 //!     snapshot-sizes.json      memo of snapshot sizes for `builder du`/GC
 //!     locks/gc.lock            shared by every worker, exclusive for GC
 //!     locks/<key-hex>.lock     held from a miss until its record is written
-//!     tmp/                     overlay work directories and views
 //!     runtime/                 container state (kiln-runtime)
 //!   cache-mounts/<id>          RUN --mount=type=cache directories
+//!   leases/<process>/tmp/      this process's overlay work directories and views
 //! ```
 //!
 //! ## Cache keys and records
@@ -125,7 +125,7 @@ pub use error::{Error, Result};
 pub use fsref::{FsRef, Layer, LayerBlob};
 pub use locks::LockFile;
 pub use snapshot::layer_blob;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Worker, WorkerConfig, reap_stale};
 
 /// Decides whether a relative, slash-separated path (`src/main.rs`) is
 /// excluded.

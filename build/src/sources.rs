@@ -29,9 +29,13 @@ pub(crate) fn find_image(
                 || r.id.digest() == d
                 || r.repo_digests.iter().any(|rd| rd.digest() == Some(d))
         });
-        return Ok(found);
+        // Held for the rest of the build, so no prune removes it meanwhile.
+        return match found {
+            Some(r) => Ok(store.hold_image(&r.id)?),
+            None => Ok(None),
+        };
     }
-    match store.resolve(reference) {
+    match store.resolve_held(reference) {
         Ok(r) => Ok(Some(r)),
         Err(kiln_cache::Error::ImageNotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -99,7 +103,15 @@ pub(crate) async fn image(
         })
         .await
         .map_err(|e| Error::Join(e.to_string()))??;
-        record = Some(pulled.image);
+        let store = shared.store.clone();
+        let id = pulled.image.id.clone();
+        record = Some(
+            blocking(move || Ok(store.hold_image(&id)?))
+                .await?
+                .ok_or_else(|| Error::ImageNotFound {
+                    reference: reference.to_owned(),
+                })?,
+        );
     }
     let record = record.expect("found or pulled");
     let store = shared.store.clone();

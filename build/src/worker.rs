@@ -63,7 +63,8 @@ pub(crate) struct Shared {
     pub matcher: MatcherFactory,
     /// `<root>/build`.
     pub build_dir: PathBuf,
-    /// `<root>/build/tmp`: mounts and work directories.
+    /// This process's temporary directory in the store: mounts and work
+    /// directories.
     pub tmp: PathBuf,
     /// `<root>/cache-mounts`.
     pub cache_mounts: PathBuf,
@@ -114,17 +115,26 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Mends what killed builds left in `store` (running steps, their mounts
+/// and network namespaces), without starting a worker. Every command that
+/// opens the store calls it; it is cheap when nothing is left.
+pub fn reap_stale(store: &Store) {
+    kiln_runtime::reap_stale(&store.root().join("build").join("runtime"));
+}
+
 impl Worker {
     /// A worker on `store`. Creates `<root>/build/` (cache records, stat
-    /// caches, locks, temporary mounts and container state) and
-    /// `<root>/cache-mounts/`; removes leftovers of earlier runs in
-    /// `<root>/build/tmp`. Holds the build cache's GC lock shared until
+    /// caches, locks and container state) and `<root>/cache-mounts/`;
+    /// work directories and mounts go to the process's lease
+    /// ([`Store::temp_dir`]), which the next kiln mends if this one dies. Holds the build cache's GC lock shared until
     /// dropped (waiting for a running `builder prune`), so garbage
     /// collection never removes what this worker may use.
     pub fn new(store: Store, config: WorkerConfig) -> Result<Worker> {
         let root = store.root().to_owned();
         let build_dir = root.join("build");
-        let tmp = build_dir.join("tmp");
+        // This process's own: the next kiln unmounts and removes what a
+        // killed build left there.
+        let tmp = store.temp_dir()?;
         let cache_dir = build_dir.join("cache");
         let cache_mounts = root.join("cache-mounts");
         let locks_dir = locks::locks_dir(&build_dir);

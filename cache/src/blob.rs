@@ -10,7 +10,6 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use kiln_oci::Digest;
 use kiln_oci::digest::{Algorithm, DigestVerifier, Sha256Writer, VerifyError};

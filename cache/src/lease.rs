@@ -329,6 +329,29 @@ impl Store {
         Ok(())
     }
 
+    /// Holds image `id` and returns its record, or `None` when it was
+    /// deleted before the hold took effect.
+    pub fn hold_image(&self, id: &ImageId) -> Result<Option<crate::ImageRecord>> {
+        self.hold([Hold::Image(id.clone())])?;
+        match self.image(id) {
+            Ok(record) => Ok(Some(record)),
+            Err(Error::ImageIdNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Store::resolve`], holding the image found (see [`Store::hold`]),
+    /// so that no `rmi` or prune deletes it while this process lives.
+    pub fn resolve_held(&self, query: &str) -> Result<crate::ImageRecord> {
+        for _ in 0..3 {
+            let record = self.resolve(query)?;
+            if let Some(record) = self.hold_image(&record.id)? {
+                return Ok(record);
+            }
+        }
+        self.resolve(query)
+    }
+
     /// Takes the deleters' lock: while it is held, no process adds a hold.
     pub(crate) fn gc_exclusive(&self) -> Result<LockGuard> {
         LockGuard::exclusive(self.locks_dir().join(GC_LOCK))

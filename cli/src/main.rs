@@ -161,6 +161,9 @@ fn main() -> ExitCode {
         root: cli.root,
         runtime: cli.runtime,
     };
+    if exits_on_stop(&cli.command) {
+        signals::exit_on_stop();
+    }
     let result = match cli.command {
         Command::Build(a) => commands::build::run(&ctx, *a),
         Command::Builder(cmd) => commands::builder::run(&ctx, cmd),
@@ -196,10 +199,29 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    // Temporary files and mounts of this process go with it.
+    kiln_cache::release_leases();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => render::report(&e),
     }
+}
+
+/// Commands whose work is all in the store and in files: a stop signal
+/// removes their temporary files and exits (see [`signals::exit_on_stop`]).
+/// `build` cancels its steps itself; `run` keeps Docker's attach semantics.
+fn exits_on_stop(command: &Command) -> bool {
+    use commands::ImageCommand as I;
+    matches!(
+        command,
+        Command::Pull(_)
+            | Command::Push(_)
+            | Command::Load(_)
+            | Command::Save(_)
+            | Command::Import(_)
+            | Command::Commit(_)
+            | Command::Image(I::Load(_) | I::Save(_) | I::Import(_))
+    )
 }
 
 /// `KILN_OCI_LOG=FILE`: the embedded runtime's helper (and libcontainer

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 /// The build cache's disk usage and garbage collection (`kiln builder`).
 pub use kiln_build::gc as build_cache;
+pub use kiln_build::reap_stale;
 use kiln_build::{FsRef, MatcherFactory, PathMatcher, Worker, WorkerConfig};
 use kiln_cache::Store;
 use kiln_exporter::{CommitOptions, CommittedImage, Compression, LayerInput, MediaTypes};
@@ -209,7 +210,7 @@ async fn resolve_image(
     let wanted: Platform = platform
         .parse()
         .map_err(|e: kiln_oci::platform::PlatformError| e.to_string())?;
-    if !pull && let Ok(record) = store.resolve(&full) {
+    if !pull && let Ok(record) = store.resolve_held(&full) {
         let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
         check_platform(&reference, &docs.config, &wanted)?;
         return Ok(BaseImage {
@@ -231,7 +232,7 @@ async fn resolve_image(
         .pull(store, &reference, &options, &|_| {})
         .await
         .map_err(|e| e.to_string())?;
-    let record = store.resolve(&full).map_err(|e| e.to_string())?;
+    let record = store.resolve_held(&full).map_err(|e| e.to_string())?;
     let docs = store.image_docs(&record).map_err(|e| e.to_string())?;
     check_platform(&reference, &docs.config, &wanted)?;
     Ok(BaseImage {

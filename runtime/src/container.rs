@@ -170,6 +170,18 @@ pub fn write_container_diff<W: Write>(
     write_diff(upper, out, &options)
 }
 
+/// Mends what killed kilns left in the runtime state at `state` (the
+/// `state_dir` of a [`RuntimeConfig`]): kills their containers' processes,
+/// unmounts their root filesystems and network namespaces, removes their
+/// directories. Cheap when nothing is left; [`Runtime::new`] calls it.
+pub fn reap_stale(state: &std::path::Path) {
+    if !state.exists() {
+        return;
+    }
+    network::reap_stale(&state.join("netns"));
+    crate::reap::reap_stale_containers(&state.join("containers"), &state.join("runc"));
+}
+
 /// Runs containers over overlay snapshots with an OCI runtime.
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -190,8 +202,7 @@ impl Runtime {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         }
         let netns = state.join("netns");
-        network::reap_stale(&netns);
-        crate::reap::reap_stale_containers(&containers, &runc_root);
+        reap_stale(&state);
         Ok(Runtime {
             containers,
             runc: config.runtime.client(runc_root),

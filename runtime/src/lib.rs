@@ -58,7 +58,9 @@ pub mod signals;
 pub mod spec;
 mod user;
 
-pub use container::{DEFAULT_HOSTNAME, ExecRequest, ExecResult, Runtime, RuntimeConfig, UpperDir};
+pub use container::{
+    DEFAULT_HOSTNAME, ExecRequest, ExecResult, Runtime, RuntimeConfig, UpperDir, reap_stale,
+};
 pub use diff::{DiffOptions, DiffSummary, write_diff};
 pub use error::{DiffError, Error, Result, UserError};
 pub use oci::OciRuntime;

@@ -258,6 +258,7 @@ pub fn run(ctx: &Context, a: BuildArgs) -> anyhow::Result<()> {
                 biased;
                 sig = signals.next() => {
                     if stopped_by.is_some() {
+                        kiln_cache::release_leases();
                         std::process::exit(128 + sig);
                     }
                     stopped_by = Some(sig);

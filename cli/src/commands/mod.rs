@@ -77,11 +77,15 @@ impl Context {
         Ok(home.join(".local/share/kiln"))
     }
 
-    /// Opens (creating if needed) the store.
+    /// Opens (creating if needed) the store, mending what killed kiln
+    /// processes left in it (their temporary files, mounts and build
+    /// steps).
     pub fn store(&self) -> anyhow::Result<Store> {
         let root = self.root_dir()?;
-        Store::open(&root)
-            .with_context(|| format!("failed to open the store at {}", root.display()))
+        let store = Store::open(&root)
+            .with_context(|| format!("failed to open the store at {}", root.display()))?;
+        kiln_driver::reap_stale(&store);
+        Ok(store)
     }
 }
 

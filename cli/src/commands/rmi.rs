@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use clap::Args;
-use kiln_cache::{ImageRecord, Store};
+use kiln_cache::{Error as StoreError, ImageError, ImageRecord, Store};
 use kiln_oci::Reference;
 use kiln_runtime::container::Containers;
 
@@ -73,9 +73,34 @@ fn tag_named(record: &ImageRecord, name: &str) -> Option<Reference> {
     record.tags.iter().find(|t| **t == r).cloned()
 }
 
-/// The `Untagged:` and `Deleted:` lines of deleting an image.
-fn delete(store: &Store, record: &ImageRecord) -> anyhow::Result<Vec<String>> {
-    let removed = store.delete_image(&record.id)?;
+/// The `Untagged:` and `Deleted:` lines of deleting an image. An image a
+/// running kiln process (a build) uses keeps its record: removing it by
+/// `tag` only untags it (it is left dangling for a later prune), removing
+/// it by id is a conflict, as for an image a running container uses.
+fn delete(
+    store: &Store,
+    record: &ImageRecord,
+    tag: Option<&Reference>,
+) -> anyhow::Result<Vec<String>> {
+    let removed = match store.delete_image(&record.id) {
+        Ok(removed) => removed,
+        Err(ImageError::Store(StoreError::ImageInUse { holders, .. })) => {
+            if let Some(tag) = tag {
+                store.untag(&tag.to_string())?;
+                return Ok(vec![format!("Untagged: {}", tag.familiar_string())]);
+            }
+            let by = holders
+                .first()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(DockerError(format!(
+                "conflict: unable to delete {} (cannot be forced) - image is being used by a running kiln process{by}",
+                record.id.short()
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut lines: Vec<String> = removed
         .record
         .tags
@@ -114,7 +139,7 @@ fn remove(
             store.untag(&tag.to_string())?;
             return Ok(vec![format!("Untagged: {}", tag.familiar_string())]);
         }
-        return delete(store, &record);
+        return delete(store, &record, Some(&tag));
     }
     if let Some(user) = users.first() {
         let (how, state) = if user.is_running() {
@@ -137,5 +162,5 @@ fn remove(
         ))
         .into());
     }
-    delete(store, &record)
+    delete(store, &record, None)
 }

@@ -316,7 +316,7 @@ fn find_or_pull(
     name: &str,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ImageRecord> {
-    match store.resolve(name) {
+    match store.resolve_held(name) {
         Ok(r) => return Ok(r),
         Err(
             kiln_cache::Error::ImageNotFound { .. } | kiln_cache::Error::ImageIdNotFound { .. },

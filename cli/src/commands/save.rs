@@ -73,6 +73,7 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
                 .prefix(".kiln-save-")
                 .tempfile_in(dir)
                 .with_context(|| format!("failed to create a file in {}", dir.display()))?;
+            crate::signals::remove_on_stop(tmp.path());
             let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
             kiln_exporter::save(&store, &selectors, &mut out, format, |p| bars.event(p))?;
             out.flush()
@@ -81,8 +82,10 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
             tmp.as_file()
                 .sync_all()
                 .with_context(|| format!("failed to write {}", path.display()))?;
+            let tmp_path = tmp.path().to_owned();
             tmp.persist(path)
                 .with_context(|| format!("failed to write {}", path.display()))?;
+            crate::signals::forget_on_stop(&tmp_path);
         }
     }
     bars.finish();

@@ -107,6 +107,20 @@ pub fn df(ctx: &Context, a: DfArgs) -> anyhow::Result<()> {
         cache.reclaimable,
         false,
     ));
+    // Temporary files of running kiln processes (and any a dead one left
+    // that could not be removed): not in Docker's table, which has no
+    // daemon-less processes to account for.
+    let leases = store.list_leases()?;
+    let temp_size = store.temporary_usage()?;
+    let dead: u64 = leases.iter().filter(|l| !l.live).map(|l| l.bytes).sum();
+    rows.push(row(
+        "Temporary Files",
+        leases.len(),
+        leases.iter().filter(|l| l.live).count(),
+        temp_size,
+        dead,
+        false,
+    ));
     let out = Output::new(
         a.format.as_deref(),
         "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
@@ -119,7 +133,7 @@ pub fn df(ctx: &Context, a: DfArgs) -> anyhow::Result<()> {
 pub struct CheckArgs {
     /// Delete corrupt blobs, remove image records whose content is missing
     /// or corrupt, remove broken snapshots, and delete unreferenced blobs
-    /// and temporary files older than an hour
+    /// older than an hour, and remove what dead kiln processes left
     #[arg(long)]
     repair: bool,
 }
