@@ -237,4 +237,36 @@ pub enum ExtractError {
         #[source]
         source: io::Error,
     },
+
+    /// The layer needs more space, or more files, than extraction may use
+    /// ([`ExtractOptions::max_bytes`](crate::ExtractOptions::max_bytes),
+    /// [`ExtractOptions::max_entries`](crate::ExtractOptions::max_entries)).
+    /// Nothing past the entry was written.
+    #[error(
+        "tar entry {entry:?}: the layer needs more than {limit} {}{}",
+        if *files { "files" } else { "bytes of file data" },
+        budget_where(dest, *free_space)
+    )]
+    Budget {
+        entry: String,
+        /// The extraction root.
+        dest: PathBuf,
+        limit: u64,
+        /// The limit is on files created, else on bytes of file data.
+        files: bool,
+        /// The limit is what was free on the filesystem of `dest`, less a
+        /// margin (rather than the caller's).
+        free_space: bool,
+    },
+}
+
+fn budget_where(dest: &std::path::Path, free_space: bool) -> String {
+    if free_space {
+        format!(
+            ", what is free on the filesystem of {} (less a margin); free some space and try again",
+            dest.display()
+        )
+    } else {
+        format!(", the limit set for extracting into {}", dest.display())
+    }
 }

@@ -26,6 +26,18 @@
 //! attributes and modification times. Directory modes and times are applied
 //! last, deepest first, so that writing children neither fails (read-only
 //! directories) nor changes them.
+//!
+//! Sparse files: GNU sparse entries (the old GNU `S` type and the PAX
+//! `GNU.sparse.*` formats 0.0, 0.1 and 1.0, read as Go's `archive/tar`
+//! reads them) are written with holes. In every regular file, aligned
+//! all-zero blocks of [`HOLE_BLOCK`] bytes are left as holes too: the
+//! content and size are those of the archive, only the allocation differs.
+//!
+//! Space: extraction stops with [`ExtractError::Budget`] before writing
+//! more file data, or creating more files, than
+//! [`ExtractOptions::max_bytes`] and [`ExtractOptions::max_entries`]
+//! allow; by default what is free on the destination's filesystem, less a
+//! margin. Holes take no space and are not counted.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -33,6 +45,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
@@ -46,6 +59,18 @@ const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+
+/// Aligned all-zero blocks of this many bytes are left as holes in the
+/// files written; shorter zero runs are written.
+pub const HOLE_BLOCK: usize = 64 * 1024;
+/// File content is copied in pieces of this size (whole hole blocks).
+const COPY_BUF: usize = 16 * HOLE_BLOCK;
+static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
+/// The default budget keeps this fraction of the free space (and inodes)
+/// free, at most [`MARGIN_BYTES`] (and [`MARGIN_INODES`]).
+const MARGIN_PERCENT: u64 = 5;
+const MARGIN_BYTES: u64 = 1 << 30;
+const MARGIN_INODES: u64 = 1 << 16;
 
 /// How a layer is applied to the destination directory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +109,16 @@ pub struct ExtractOptions {
     /// filesystem root (`/a` and `../a` are `a`), as BuildKit extracts an
     /// `ADD` archive; otherwise they are refused, as for image layers.
     pub clamp_paths: bool,
+    /// The most bytes of file data the layer may write (holes of sparse
+    /// files are not counted). `None`: the space available to unprivileged
+    /// users on the destination's filesystem when extraction starts, less
+    /// 5% of it (at most 1 GiB). `Some(u64::MAX)` for no limit.
+    pub max_bytes: Option<u64>,
+    /// The most files, directories, links and nodes the layer may create.
+    /// `None`: the free inodes of the destination's filesystem, less 5% of
+    /// them (at most 65536), or no limit where the filesystem has no fixed
+    /// number of inodes.
+    pub max_entries: Option<u64>,
 }
 
 impl ExtractOptions {
@@ -95,6 +130,8 @@ impl ExtractOptions {
             xattrs: true,
             clear_setid: false,
             clamp_paths: false,
+            max_bytes: None,
+            max_entries: None,
         }
     }
 }
@@ -120,8 +157,11 @@ pub struct LayerStats {
     pub skipped_devices: u64,
     pub whiteouts: u64,
     pub opaque_dirs: u64,
-    /// Bytes of regular file content written.
+    /// Bytes of regular file content, holes included (the files' sizes).
     pub bytes: u64,
+    /// Bytes of regular file content written as data: `bytes` less holes.
+    #[serde(default)]
+    pub data_bytes: u64,
     /// Overlay mode: whiteouts that could not be created as `0:0` character
     /// devices (not root), relative to the destination.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -157,6 +197,7 @@ pub fn extract_layer<R: Read>(
         path: dest.to_path_buf(),
         source: e.into(),
     })?;
+    let budget = Budget::new(&root, dest, options);
     let mut extractor = Extractor {
         root,
         options: options.clone(),
@@ -164,6 +205,8 @@ pub fn extract_layer<R: Read>(
         stats: LayerStats::default(),
         created: HashSet::new(),
         deferred: Vec::new(),
+        budget,
+        buf: Vec::new(),
     };
     let mut reader = Tracked::new(reader);
     let (read, data_end) = {
@@ -232,6 +275,97 @@ impl<R: Read> Read for Tracked<R> {
     }
 }
 
+/// What a layer may still write: file data bytes and new inodes.
+#[derive(Debug)]
+struct Budget {
+    dest: PathBuf,
+    bytes: u64,
+    entries: u64,
+    used_bytes: u64,
+    used_entries: u64,
+    /// The byte limit is the filesystem's free space (for the message).
+    bytes_from_fs: bool,
+    entries_from_fs: bool,
+}
+
+impl Budget {
+    /// The limits of `options`, the unset ones from the free space and
+    /// inodes of the filesystem of `root` now.
+    fn new(root: &OwnedFd, dest: &Path, options: &ExtractOptions) -> Budget {
+        let fs = if options.max_bytes.is_none() || options.max_entries.is_none() {
+            match rustix::fs::fstatvfs(root) {
+                Ok(st) => Some(st),
+                Err(e) => {
+                    tracing::debug!(dest = %dest.display(), error = %e, "cannot read free space; extracting without a space budget");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let fs_bytes = fs.as_ref().map(|st| {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            free - (free / 100 * MARGIN_PERCENT).min(MARGIN_BYTES)
+        });
+        // Filesystems without a fixed inode table (btrfs) report none.
+        let fs_entries = fs.as_ref().filter(|st| st.f_files > 0).map(|st| {
+            let free = st.f_favail;
+            free - (free / 100 * MARGIN_PERCENT).min(MARGIN_INODES)
+        });
+        let (bytes, bytes_from_fs) = match (options.max_bytes, fs_bytes) {
+            (Some(n), _) => (n, false),
+            (None, Some(n)) => (n, true),
+            (None, None) => (u64::MAX, false),
+        };
+        let (entries, entries_from_fs) = match (options.max_entries, fs_entries) {
+            (Some(n), _) => (n, false),
+            (None, Some(n)) => (n, true),
+            (None, None) => (u64::MAX, false),
+        };
+        Budget {
+            dest: dest.to_path_buf(),
+            bytes,
+            entries,
+            used_bytes: 0,
+            used_entries: 0,
+            bytes_from_fs,
+            entries_from_fs,
+        }
+    }
+
+    /// Counts `n` bytes of file data about to be written for `entry`.
+    fn take_bytes(&mut self, entry: &str, n: u64) -> Result<(), ExtractError> {
+        match self.used_bytes.checked_add(n) {
+            Some(used) if used <= self.bytes => {
+                self.used_bytes = used;
+                Ok(())
+            }
+            _ => Err(ExtractError::Budget {
+                entry: entry.to_owned(),
+                dest: self.dest.clone(),
+                limit: self.bytes,
+                files: false,
+                free_space: self.bytes_from_fs,
+            }),
+        }
+    }
+
+    /// Counts one inode about to be created for `entry`.
+    fn take_entry(&mut self, entry: &str) -> Result<(), ExtractError> {
+        if self.used_entries >= self.entries {
+            return Err(ExtractError::Budget {
+                entry: entry.to_owned(),
+                dest: self.dest.clone(),
+                limit: self.entries,
+                files: true,
+                free_space: self.entries_from_fs,
+            });
+        }
+        self.used_entries += 1;
+        Ok(())
+    }
+}
+
 /// Metadata applied to a directory after all entries are written.
 struct DeferredDir {
     entry: String,
@@ -257,6 +391,9 @@ struct Extractor {
     /// Whiteouts only apply to lower layers, never to these.
     created: HashSet<Vec<u8>>,
     deferred: Vec<DeferredDir>,
+    budget: Budget,
+    /// The copy buffer, allocated on first use.
+    buf: Vec<u8>,
 }
 
 /// Cleans a tar path lexically into components. Refuses absolute paths and
@@ -318,6 +455,7 @@ enum WalkError {
     NotDir(String),
     Missing(String),
     Io(&'static str, Errno),
+    Budget(ExtractError),
 }
 
 impl WalkError {
@@ -338,6 +476,7 @@ impl WalkError {
                 action,
                 source: e.into(),
             },
+            WalkError::Budget(e) => e,
         }
     }
 }
@@ -385,6 +524,9 @@ impl Extractor {
             let next = match open_dir_nofollow(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
+                    self.budget
+                        .take_entry(&lossy(&join(&components[..=i])))
+                        .map_err(WalkError::Budget)?;
                     match rustix::fs::mkdirat(&cur, os(comp), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(WalkError::Io("create a parent directory", e)),
@@ -423,9 +565,22 @@ impl Extractor {
         ) {
             return Ok(());
         }
-        let raw_path = entry.path_bytes().into_owned();
+        // PAX GNU sparse files are regular entries with their real name
+        // and size in PAX records.
+        let sparse = if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+            pax_sparse(entry)?
+        } else {
+            None
+        };
+        let raw_path = match sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(name) => name,
+            None => entry.path_bytes().into_owned(),
+        };
         let name = lossy(&raw_path);
         self.stats.entries += 1;
+        if kind != tar::EntryType::Link {
+            self.budget.take_entry(&name)?;
+        }
         let components = clean_path(&raw_path, self.options.clamp_paths).map_err(|reason| {
             ExtractError::UnsafePath {
                 entry: name.clone(),
@@ -511,13 +666,8 @@ impl Extractor {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err(&name, "create file"))?;
-                let mut file = File::from(fd);
-                let n = io::copy(entry, &mut file).map_err(|source| ExtractError::Io {
-                    entry: name.clone(),
-                    action: "write file content",
-                    source,
-                })?;
-                self.stats.bytes += n;
+                let file = File::from(fd);
+                self.write_content(entry, &file, &name, sparse.as_ref())?;
                 self.stats.files += 1;
                 self.chown_fd(&file, &name, &meta)?;
                 self.set_xattrs(&file, &name, &meta)?;
@@ -613,6 +763,86 @@ impl Extractor {
             }
         }
         self.mark_created(&components);
+        Ok(())
+    }
+
+    /// Writes the content of regular file entry `entry` to `file`, with
+    /// holes: those of a PAX sparse map, and aligned zero blocks.
+    fn write_content<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &File,
+        name: &str,
+        sparse: Option<&PaxSparse>,
+    ) -> Result<(), ExtractError> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; COPY_BUF];
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.write_content_with(entry, file, name, sparse, &mut buf);
+        self.buf = buf;
+        result
+    }
+
+    fn write_content_with<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &File,
+        name: &str,
+        sparse: Option<&PaxSparse>,
+        buf: &mut [u8],
+    ) -> Result<(), ExtractError> {
+        let (size, written, data_end) = match sparse {
+            None => {
+                let c = copy_with_holes(entry, file, 0, u64::MAX, buf, &mut self.budget, name)?;
+                (c.len, c.written, c.data_end)
+            }
+            Some(sparse) => {
+                let data_len = entry.size();
+                let (map, data_len) = match &sparse.map {
+                    Some(map) => (map.clone(), data_len),
+                    None => {
+                        let (map, used) = read_sparse_map_1x0(entry)
+                            .map_err(header_err(name, "GNU sparse map"))?;
+                        (map, data_len.saturating_sub(used))
+                    }
+                };
+                let size = sparse
+                    .size
+                    .unwrap_or_else(|| map.last().map_or(0, |&(off, len)| off + len));
+                check_sparse_map(&map, size, data_len)
+                    .map_err(header_err(name, "GNU sparse map"))?;
+                let (mut written, mut data_end) = (0, 0);
+                for &(offset, len) in &map {
+                    let c = copy_with_holes(
+                        &mut entry.by_ref().take(len),
+                        file,
+                        offset,
+                        len,
+                        buf,
+                        &mut self.budget,
+                        name,
+                    )?;
+                    written += c.written;
+                    data_end = data_end.max(c.data_end);
+                    if c.len < len {
+                        // Truncated stream: reading the next entry fails.
+                        break;
+                    }
+                }
+                (size, written, data_end)
+            }
+        };
+        // A trailing hole.
+        if size > data_end {
+            file.set_len(size).map_err(|source| ExtractError::Io {
+                entry: name.to_owned(),
+                action: "set file size",
+                source,
+            })?;
+        }
+        self.stats.bytes += size;
+        self.stats.data_bytes += written;
         Ok(())
     }
 
@@ -912,6 +1142,259 @@ impl Extractor {
     }
 }
 
+/// What [`copy_with_holes`] did.
+struct Copied {
+    /// Bytes read (and now the file's content from the offset on).
+    len: u64,
+    /// Bytes written as data, not left as holes.
+    written: u64,
+    /// The end offset of the last data written, 0 for none.
+    data_end: u64,
+}
+
+/// Copies up to `limit` bytes of `reader` into `file` from `offset` on,
+/// leaving aligned all-zero [`HOLE_BLOCK`]s as holes (the file must hold
+/// none of its own there) and counting the rest against `budget`.
+fn copy_with_holes(
+    reader: &mut dyn Read,
+    file: &File,
+    offset: u64,
+    limit: u64,
+    buf: &mut [u8],
+    budget: &mut Budget,
+    name: &str,
+) -> Result<Copied, ExtractError> {
+    let mut copied = Copied {
+        len: 0,
+        written: 0,
+        data_end: 0,
+    };
+    let block = HOLE_BLOCK as u64;
+    while copied.len < limit {
+        let want = buf
+            .len()
+            .min((limit - copied.len).try_into().unwrap_or(usize::MAX));
+        let mut n = 0;
+        while n < want {
+            match reader.read(&mut buf[n..want]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(ExtractError::Read { source }),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let pos = offset + copied.len;
+        let data = &buf[..n];
+        // Runs of data between holes, each written in one call.
+        let mut run_start = 0;
+        let mut i = 0;
+        while i < n {
+            let abs = pos + i as u64;
+            let next = (i + (block - abs % block) as usize).min(n);
+            if next - i == HOLE_BLOCK && data[i..next] == ZEROS[..] {
+                write_run(
+                    file,
+                    &data[run_start..i],
+                    pos + run_start as u64,
+                    budget,
+                    name,
+                    &mut copied,
+                )?;
+                run_start = next;
+            }
+            i = next;
+        }
+        write_run(
+            file,
+            &data[run_start..],
+            pos + run_start as u64,
+            budget,
+            name,
+            &mut copied,
+        )?;
+        copied.len += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    Ok(copied)
+}
+
+fn write_run(
+    file: &File,
+    data: &[u8],
+    offset: u64,
+    budget: &mut Budget,
+    name: &str,
+    copied: &mut Copied,
+) -> Result<(), ExtractError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let len = data.len() as u64;
+    budget.take_bytes(name, len)?;
+    file.write_all_at(data, offset)
+        .map_err(|source| ExtractError::Io {
+            entry: name.to_owned(),
+            action: "write file content",
+            source,
+        })?;
+    copied.written += len;
+    copied.data_end = offset + len;
+    Ok(())
+}
+
+/// The PAX records of a GNU sparse file (formats 0.0, 0.1 and 1.0).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PaxSparse {
+    /// `GNU.sparse.name`: the real path (the header's is made up).
+    name: Option<Vec<u8>>,
+    /// `GNU.sparse.size` or `GNU.sparse.realsize`: the file's size.
+    size: Option<u64>,
+    /// Data regions (offset, length) of formats 0.x; `None` for 1.0, whose
+    /// map starts the entry's data.
+    map: Option<Vec<(u64, u64)>>,
+}
+
+/// The GNU sparse records of `entry`'s PAX header, as Go's `archive/tar`
+/// reads them; `None` when it is no PAX sparse file (or of an unknown
+/// version).
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<PaxSparse>, ExtractError> {
+    let name = lossy(&entry.path_bytes());
+    let bad = |what: &str| ExtractError::Header {
+        entry: name.clone(),
+        field: "GNU sparse records",
+        source: io::Error::new(io::ErrorKind::InvalidData, what.to_owned()),
+    };
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(header_err(&name, "PAX extensions"))?
+    else {
+        return Ok(None);
+    };
+    let (mut major, mut minor, mut map_record, mut numblocks) = (None, None, None, None);
+    let mut pairs: Vec<u64> = Vec::new();
+    let mut out = PaxSparse::default();
+    let number = |v: &str| v.parse::<u64>().map_err(|_| bad("not a number"));
+    for ext in exts {
+        let ext = ext.map_err(header_err(&name, "PAX extensions"))?;
+        let Ok(key) = ext.key() else { continue };
+        let Some(field) = key.strip_prefix("GNU.sparse.") else {
+            continue;
+        };
+        let value = || ext.value().map_err(|_| bad("not UTF-8"));
+        match field {
+            "major" => major = Some(value()?.to_owned()),
+            "minor" => minor = Some(value()?.to_owned()),
+            "name" if !ext.value_bytes().is_empty() => out.name = Some(ext.value_bytes().to_vec()),
+            "size" => out.size = Some(number(value()?)?),
+            "realsize" if out.size.is_none() => out.size = Some(number(value()?)?),
+            "numblocks" => numblocks = Some(number(value()?)?),
+            "map" => map_record = Some(value()?.to_owned()),
+            // Format 0.0: one record per number, in order.
+            "offset" | "numbytes" => pairs.push(number(value()?)?),
+            _ => {}
+        }
+    }
+    let v1 = match (major.as_deref(), minor.as_deref()) {
+        (Some("0"), Some("0" | "1")) => false,
+        (Some("1"), Some("0")) => true,
+        (None, None) if map_record.is_some() || !pairs.is_empty() => false,
+        _ => return Ok(None),
+    };
+    if !v1 {
+        let numbers = match map_record {
+            Some(map) if !map.is_empty() => map
+                .split(',')
+                .map(number)
+                .collect::<Result<Vec<u64>, _>>()?,
+            Some(_) => Vec::new(),
+            None => pairs,
+        };
+        let blocks = numblocks.ok_or_else(|| bad("GNU.sparse.numblocks is missing"))?;
+        if blocks.checked_mul(2) != Some(numbers.len() as u64) {
+            return Err(bad("GNU.sparse.numblocks does not match the map"));
+        }
+        out.map = Some(numbers.chunks(2).map(|p| (p[0], p[1])).collect());
+    }
+    Ok(Some(out))
+}
+
+/// The largest sparse map of format 1.0 read, as Go's `archive/tar` caps it.
+const MAX_SPARSE_MAP: usize = 1 << 20;
+
+/// Reads the sparse map that starts the data of a format 1.0 entry: the
+/// number of regions, then each one's offset and length, in decimal, one
+/// a line, padded to a 512-byte block. Returns it and the bytes it took.
+fn read_sparse_map_1x0(reader: &mut impl Read) -> io::Result<(Vec<(u64, u64)>, u64)> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut text = Vec::new();
+    let mut lines = 0u64;
+    let mut feed = |text: &mut Vec<u8>, want: u64| -> io::Result<()> {
+        while lines < want {
+            if text.len() >= MAX_SPARSE_MAP {
+                return Err(bad("the sparse map is too large"));
+            }
+            let mut block = [0u8; 512];
+            reader.read_exact(&mut block)?;
+            lines += block.iter().filter(|&&b| b == b'\n').count() as u64;
+            text.extend_from_slice(&block);
+        }
+        Ok(())
+    };
+    feed(&mut text, 1)?;
+    let mut tokens = text.split(|&b| b == b'\n');
+    let count: u64 = std::str::from_utf8(tokens.next().unwrap_or_default())
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| bad("invalid region count"))?;
+    let want = count
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| bad("invalid region count"))?;
+    feed(&mut text, want)?;
+    let mut numbers = text
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .take((want - 1) as usize)
+        .map(|t| {
+            std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| bad("invalid region"))
+        });
+    let mut map = Vec::new();
+    while let (Some(offset), Some(len)) = (numbers.next(), numbers.next()) {
+        map.push((offset?, len?));
+    }
+    Ok((map, text.len() as u64))
+}
+
+/// Checks that sparse `map` lists regions in order, without overlap,
+/// within `size`, that hold `data_len` bytes in all.
+fn check_sparse_map(map: &[(u64, u64)], size: u64, data_len: u64) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for &(offset, len) in map {
+        if offset < end {
+            return Err(bad("regions overlap or are out of order"));
+        }
+        end = offset
+            .checked_add(len)
+            .filter(|&e| e <= size)
+            .ok_or_else(|| bad("a region ends past the file's size"))?;
+        total += len;
+    }
+    if total != data_len {
+        return Err(bad("the regions do not hold the entry's data"));
+    }
+    Ok(())
+}
+
 fn or_zero_if_empty(value: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
     match value {
         Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
@@ -1027,5 +1510,323 @@ mod tests {
         assert_eq!((t.tv_sec, t.tv_nsec), (-2, 750_000_000));
         assert!(parse_pax_time("x").is_none());
         assert!(parse_pax_time("1.2x").is_none());
+    }
+
+    use std::os::unix::fs::MetadataExt;
+
+    const MIB: u64 = 1 << 20;
+
+    fn options(max_bytes: Option<u64>, max_entries: Option<u64>) -> ExtractOptions {
+        ExtractOptions {
+            max_bytes,
+            max_entries,
+            ..ExtractOptions::new(ExtractMode::Flatten)
+        }
+    }
+
+    fn extract(
+        tar: &[u8],
+        options: &ExtractOptions,
+    ) -> (tempfile::TempDir, Result<LayerStats, ExtractError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let result = extract_layer(tar, dir.path(), options);
+        (dir, result)
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    /// A PAX extended header with `records`, for the entry that follows.
+    fn pax(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &str)]) {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            let rest = k.len() + v.len() + 3;
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {k}={v}\n").as_bytes());
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, "PaxHeaders/f", &data[..]).unwrap();
+    }
+
+    /// Allocated bytes of `path`.
+    fn allocated(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// The content of a sparse test file: `data` regions at `offsets` of
+    /// a file of `size` bytes, zeros elsewhere.
+    fn expected(size: u64, regions: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = vec![0u8; size as usize];
+        for (off, data) in regions {
+            out[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+        }
+        out
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_and_content_is_kept() {
+        // Data, then 1 MiB of zeros, data straddling a block boundary,
+        // then zeros to the end (a trailing hole).
+        let size = 4 * MIB + 100;
+        let regions: [(u64, &[u8]); 3] = [
+            (0, b"head"),
+            (MIB + HOLE_BLOCK as u64 - 2, b"boundary"),
+            (2 * MIB, &[7u8; 5000]),
+        ];
+        let content = expected(size, &regions);
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "f", &content);
+        file(&mut b, "small", b"\0\0\0");
+        let tar = b.into_inner().unwrap();
+        let (dir, stats) = extract(&tar, &options(None, None));
+        let stats = stats.unwrap();
+        let path = dir.path().join("f");
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        assert_eq!(std::fs::read(dir.path().join("small")).unwrap(), b"\0\0\0");
+        // One block for each region (two for the one on a boundary), and
+        // the zeros of the last, partial block.
+        assert_eq!(stats.data_bytes, 4 * HOLE_BLOCK as u64 + 100 + 3);
+        assert_eq!(stats.bytes, size + 3);
+        assert!(
+            allocated(&path) <= 5 * HOLE_BLOCK as u64,
+            "{}",
+            allocated(&path)
+        );
+    }
+
+    #[test]
+    fn old_gnu_sparse_entries_are_written_with_holes() {
+        // The tar crate writes a sparse file as an old GNU `S` entry, with
+        // extension headers past four regions.
+        let src = tempfile::tempdir().unwrap();
+        let size = 64 * MIB;
+        let regions: Vec<(u64, Vec<u8>)> = (0..7u64)
+            .map(|i| (i * 8 * MIB + 4096, vec![b'a' + i as u8; 10]))
+            .collect();
+        let path = src.path().join("sparse");
+        let f = File::create(&path).unwrap();
+        f.set_len(size).unwrap();
+        for (off, data) in &regions {
+            f.write_all_at(data, *off).unwrap();
+        }
+        drop(f);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_path_with_name(&path, "sparse").unwrap();
+        let tar = b.into_inner().unwrap();
+        assert!(
+            tar.len() < MIB as usize,
+            "the source filesystem has no holes"
+        );
+        let (dir, stats) = extract(&tar, &options(Some(MIB), None));
+        stats.unwrap();
+        let out = dir.path().join("sparse");
+        let regions: Vec<(u64, &[u8])> = regions.iter().map(|(o, d)| (*o, &d[..])).collect();
+        assert_eq!(std::fs::read(&out).unwrap(), expected(size, &regions));
+        assert!(
+            allocated(&out) <= 7 * HOLE_BLOCK as u64,
+            "{}",
+            allocated(&out)
+        );
+    }
+
+    /// Format 1.0: the map starts the data, the name is a record.
+    fn pax_1x0(size: u64, regions: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut data = format!("{}\n", regions.len());
+        for (off, d) in regions {
+            data.push_str(&format!("{off}\n{}\n", d.len()));
+        }
+        let mut data = data.into_bytes();
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        for (_, d) in regions {
+            data.extend_from_slice(d);
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let size = size.to_string();
+        pax(
+            &mut b,
+            &[
+                ("GNU.sparse.major", "1"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.name", "dir/real"),
+                ("GNU.sparse.realsize", &size),
+            ],
+        );
+        file(&mut b, "GNUSparseFile.0/real", &data);
+        file(&mut b, "after", b"next");
+        b.into_inner().unwrap()
+    }
+
+    /// Formats 0.0 (offset and numbytes records) and 0.1 (a map record).
+    fn pax_0x(minor: u8, size: u64, regions: &[(u64, &[u8])]) -> Vec<u8> {
+        let size = size.to_string();
+        let count = regions.len().to_string();
+        let mut records = vec![
+            ("GNU.sparse.size", size.clone()),
+            ("GNU.sparse.numblocks", count),
+        ];
+        let mut data = Vec::new();
+        let mut map = Vec::new();
+        for (off, d) in regions {
+            if minor == 0 {
+                records.push(("GNU.sparse.offset", off.to_string()));
+                records.push(("GNU.sparse.numbytes", d.len().to_string()));
+            }
+            map.push(format!("{off},{}", d.len()));
+            data.extend_from_slice(d);
+        }
+        let name = if minor == 0 {
+            "dir/real"
+        } else {
+            "GNUSparseFile.0/real"
+        };
+        if minor == 1 {
+            records.push(("GNU.sparse.name", "dir/real".into()));
+            records.push(("GNU.sparse.map", map.join(",")));
+        }
+        let records: Vec<(&str, &str)> = records.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        pax(&mut b, &records);
+        file(&mut b, name, &data);
+        file(&mut b, "after", b"next");
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_sparse_formats_are_read_as_go_reads_them() {
+        let size = 1 << 40;
+        let regions: [(u64, &[u8]); 2] = [(4096, b"hello"), ((1 << 39) + 3, &[1u8; 3000])];
+        for (format, tar) in [
+            ("1.0", pax_1x0(size, &regions)),
+            ("0.1", pax_0x(1, size, &regions)),
+            ("0.0", pax_0x(0, size, &regions)),
+        ] {
+            let (dir, stats) = extract(&tar, &options(Some(MIB), None));
+            let stats = stats.unwrap_or_else(|e| panic!("{format}: {e:?}"));
+            let out = dir.path().join("dir/real");
+            let meta = std::fs::metadata(&out).unwrap();
+            assert_eq!(meta.len(), size, "{format}");
+            assert!(meta.blocks() * 512 <= 3 * HOLE_BLOCK as u64, "{format}");
+            let f = File::open(&out).unwrap();
+            for (off, data) in regions {
+                let mut got = vec![0u8; data.len() + 2];
+                f.read_exact_at(&mut got, off - 1).unwrap();
+                assert_eq!(&got[1..=data.len()], data, "{format}");
+                assert_eq!((got[0], got[data.len() + 1]), (0, 0), "{format}");
+            }
+            assert!(!dir.path().join("GNUSparseFile.0").exists(), "{format}");
+            assert_eq!(std::fs::read(dir.path().join("after")).unwrap(), b"next");
+            assert_eq!(
+                (stats.bytes, stats.data_bytes),
+                (size + 4, 3005 + 4),
+                "{format}"
+            );
+        }
+    }
+
+    #[test]
+    fn pax_sparse_maps_that_do_not_fit_are_refused() {
+        // A region past the size, and regions holding more than the data.
+        for tar in [
+            pax_1x0(100, &[(99, b"xy")]),
+            pax_0x(1, 100, &[(50, b"x"), (10, b"y")]),
+        ] {
+            let (_dir, result) = extract(&tar, &options(None, None));
+            let err = result.unwrap_err();
+            assert!(matches!(err, ExtractError::Header { .. }), "{err:?}");
+        }
+        let mut tar = pax_0x(1, 100, &[(10, b"x")]);
+        // numblocks that does not match the map.
+        let key = b"GNU.sparse.numblocks=";
+        let at = tar.windows(key.len()).position(|w| w == key).unwrap();
+        tar[at + key.len()] = b'2';
+        let (_dir, result) = extract(&tar, &options(None, None));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn the_byte_budget_counts_data_not_holes() {
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "a", &[1u8; 3000]);
+        file(&mut b, "zeros", &vec![0u8; 4 * HOLE_BLOCK]);
+        file(&mut b, "b", &[2u8; 3000]);
+        let tar = b.into_inner().unwrap();
+        // Enough for the data, not for the zeros written out.
+        let stats = extract(&tar, &options(Some(6000), None)).1.unwrap();
+        assert_eq!(stats.data_bytes, 6000);
+        let (dir, result) = extract(&tar, &options(Some(5999), None));
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::Budget { entry, limit: 5999, free_space: false, .. } if entry == "b"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("needs more than 5999 bytes of file data"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(!dir.path().join("b").exists() || allocated(&dir.path().join("b")) == 0);
+    }
+
+    #[test]
+    fn the_entry_budget_counts_created_files_and_directories() {
+        let mut b = tar::Builder::new(Vec::new());
+        file(&mut b, "d/e/one", b"1");
+        file(&mut b, "d/e/two", b"2");
+        let tar = b.into_inner().unwrap();
+        // Two parents and two files.
+        extract(&tar, &options(None, Some(4))).1.unwrap();
+        let err = extract(&tar, &options(None, Some(3))).1.unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::Budget { entry, files: true, .. } if entry == "d/e/two"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_budget_is_the_free_space_less_a_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let st = rustix::fs::fstatvfs(&root).unwrap();
+        let free = st.f_bavail * st.f_frsize;
+        let budget = Budget::new(&root, dir.path(), &ExtractOptions::default());
+        assert!(budget.bytes_from_fs);
+        assert!(
+            budget.bytes < free && budget.bytes >= free - free / 20,
+            "{budget:?} of {free}"
+        );
+        assert!(free - budget.bytes <= MARGIN_BYTES);
+        let budget = Budget::new(&root, dir.path(), &options(Some(7), Some(8)));
+        assert_eq!((budget.bytes, budget.entries), (7, 8));
+        assert!(!budget.bytes_from_fs && !budget.entries_from_fs);
+        // The message of a budget that is the free space says so.
+        let err = ExtractError::Budget {
+            entry: "big".into(),
+            dest: "/x".into(),
+            limit: 10,
+            files: false,
+            free_space: true,
+        };
+        assert_eq!(
+            err.to_string(),
+            "tar entry \"big\": the layer needs more than 10 bytes of file data, what is free on the filesystem of /x (less a margin); free some space and try again"
+        );
     }
 }
