@@ -17,14 +17,17 @@
 //! - overlay whiteouts (character devices 0:0) become `.wh.<name>` files
 //!   and opaque directories (`trusted.overlay.opaque=y`) get a
 //!   `.wh..wh..opq` entry right after the directory;
-//! - sockets are skipped (they cannot be archived).
+//! - sockets are skipped (they cannot be archived);
+//! - files with holes are plain entries with their holes as zeros, as Go's
+//!   `archive/tar` (Docker, BuildKit) writes them, but only their data is
+//!   read from disk (`SEEK_DATA`/`SEEK_HOLE`).
 //!
 //! The same upper directory and options always give the same bytes.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -148,6 +151,8 @@ struct Entry {
     link: Vec<u8>,
     dev: (u64, u64),
     xattrs: Vec<(OsString, Vec<u8>)>,
+    /// A regular file that may have holes (fewer blocks than its size).
+    sparse: bool,
 }
 
 impl<W: Write> DiffWriter<'_, W> {
@@ -211,6 +216,7 @@ impl<W: Write> DiffWriter<'_, W> {
             link: Vec::new(),
             dev: (0, 0),
             xattrs: Vec::new(),
+            sparse: false,
         };
         if ft.is_char_device() && meta.rdev() == 0 {
             // Overlay whiteout.
@@ -250,6 +256,7 @@ impl<W: Write> DiffWriter<'_, W> {
                     link: Vec::new(),
                     dev: (0, 0),
                     xattrs: Vec::new(),
+                    sparse: false,
                 };
                 self.write_entry(&opq, None)?;
             }
@@ -293,6 +300,7 @@ impl<W: Write> DiffWriter<'_, W> {
             self.links.insert(key, rel);
         }
         entry.size = meta.len();
+        entry.sparse = meta.blocks().saturating_mul(512) < meta.len();
         self.write_entry(&entry, Some(path))
     }
 
@@ -363,12 +371,15 @@ impl<W: Write> DiffWriter<'_, W> {
         self.entries += 1;
         if let Some(path) = content {
             let file = fs::File::open(path).map_err(io_err("open", path))?;
-            let copied = io::copy(&mut file.take(e.size), &mut self.out).map_err(|source| {
-                DiffError::Io {
-                    action: "archive",
-                    path: path.to_owned(),
-                    source,
-                }
+            let copied = if e.sparse {
+                copy_with_holes(&file, e.size, &mut self.out)
+            } else {
+                io::copy(&mut file.take(e.size), &mut self.out)
+            }
+            .map_err(|source| DiffError::Io {
+                action: "archive",
+                path: path.to_owned(),
+                source,
             })?;
             if copied != e.size {
                 return Err(DiffError::Changed {
@@ -393,6 +404,56 @@ impl<W: Write> DiffWriter<'_, W> {
         }
         Ok(())
     }
+}
+
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Copies the first `size` bytes of `file` to `out` as reading them would,
+/// but reads only its data regions (`SEEK_DATA`/`SEEK_HOLE`) and writes
+/// zeros for its holes. Returns the bytes copied: fewer than `size` when
+/// the file shrank.
+fn copy_with_holes(file: &fs::File, size: u64, out: &mut impl Write) -> io::Result<u64> {
+    use rustix::fs::SeekFrom;
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            // No data from `pos` on: a hole to the end of the file.
+            Err(rustix::io::Errno::NXIO) => file.metadata()?.len().max(pos),
+            // SEEK_DATA unsupported: read the rest.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => {
+                let mut f = file;
+                f.seek(io::SeekFrom::Start(pos))?;
+                return Ok(pos + io::copy(&mut f.take(size - pos), out)?);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let data = data.min(size);
+        while pos < data {
+            let n = (data - pos).min(ZEROS.len() as u64);
+            out.write_all(&ZEROS[..n as usize])?;
+            pos += n;
+        }
+        if pos == size {
+            break;
+        }
+        let hole = match rustix::fs::seek(file, SeekFrom::Hole(pos)) {
+            Ok(hole) if hole > pos => hole.min(size),
+            Ok(_) => size,
+            // The file shrank past `pos`.
+            Err(rustix::io::Errno::NXIO) => return Ok(pos),
+            Err(e) => return Err(e.into()),
+        };
+        let want = hole - pos;
+        let mut f = file;
+        f.seek(io::SeekFrom::Start(pos))?;
+        let n = io::copy(&mut f.take(want), out)?;
+        pos += n;
+        if n < want {
+            return Ok(pos);
+        }
+    }
+    Ok(pos)
 }
 
 fn is_overlay_xattr(name: &OsString) -> bool {
@@ -594,6 +655,64 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn files_with_holes_give_the_bytes_of_reading_them_whole() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        let mib = 1u64 << 20;
+        // Data at the start, in the middle, a trailing hole; and a file
+        // that is one hole.
+        let f = fs::File::create(upper.join("sparse")).unwrap();
+        f.set_len(64 * mib + 7).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(&[9u8; 5000], 32 * mib - 100).unwrap();
+        drop(f);
+        fs::File::create(upper.join("hole"))
+            .unwrap()
+            .set_len(3 * mib)
+            .unwrap();
+        fs::write(upper.join("plain"), b"plain").unwrap();
+        let sparse_meta = fs::metadata(upper.join("sparse")).unwrap();
+        assert!(
+            sparse_meta.blocks() * 512 < sparse_meta.len(),
+            "no holes here"
+        );
+
+        let mut out = Vec::new();
+        write_diff(upper, &mut out, &DiffOptions::default()).unwrap();
+        // What reading every file whole gives.
+        let mut archive = tar::Archive::new(&out[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            assert_eq!(entry.header().entry_type(), tar::EntryType::Regular);
+            let path = entry.path().unwrap().into_owned();
+            let mut body = Vec::new();
+            entry.read_to_end(&mut body).unwrap();
+            assert_eq!(body, fs::read(upper.join(&path)).unwrap(), "{path:?}");
+            seen.push(path);
+        }
+        assert_eq!(seen.len(), 3);
+
+        // The sparse reader alone, and a file that shrank.
+        let file = fs::File::open(upper.join("sparse")).unwrap();
+        let mut copy = Vec::new();
+        assert_eq!(
+            copy_with_holes(&file, 64 * mib + 7, &mut copy).unwrap(),
+            64 * mib + 7
+        );
+        assert_eq!(copy, fs::read(upper.join("sparse")).unwrap());
+        let mut copy = Vec::new();
+        assert_eq!(copy_with_holes(&file, 1000, &mut copy).unwrap(), 1000);
+        assert_eq!(copy[..4], *b"head");
+        let mut copy = Vec::new();
+        assert_eq!(
+            copy_with_holes(&file, 80 * mib, &mut copy).unwrap(),
+            64 * mib + 7
+        );
     }
 
     #[test]
