@@ -15,6 +15,7 @@ use kiln_oci::Digest;
 use kiln_oci::digest::{Algorithm, DigestVerifier, Sha256Writer, VerifyError};
 
 use crate::error::{Error, Result};
+use crate::lease::Hold;
 use crate::store::{BLOBS_DIR, Store, fsync_dir};
 
 /// Stored blobs are read-only: content-addressed data is never modified in
@@ -87,6 +88,9 @@ impl Store {
     ) -> Result<(Digest, u64)> {
         if let Some(expected) = expected {
             check_sha256(expected)?;
+            // Held before looking, so no deleter takes it between the look
+            // and the record that will refer to it.
+            self.hold([Hold::Blob(expected.clone())])?;
             if let Some(size) = self.existing_blob_size(expected)? {
                 if let Some(want) = expected_size
                     && want != size
@@ -199,6 +203,7 @@ impl Store {
     }
 
     fn commit_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest, size: u64) -> Result<()> {
+        self.hold([Hold::Blob(digest.clone())])?;
         let tmp_path = tmp.path().to_path_buf();
         tmp.as_file()
             .sync_all()
@@ -215,6 +220,7 @@ impl Store {
             }
             Err(e) => return Err(Error::io("rename into place", dest, e.error)),
         }
+        self.note_created(digest);
         fsync_dir(&self.blobs_dir())?;
         tracing::debug!(%digest, size, "stored blob");
         Ok(())
@@ -432,6 +438,7 @@ impl BlobWriter {
     /// already present with that digest is kept.
     pub fn commit_as(self, digest: &Digest) -> Result<u64> {
         check_sha256(digest)?;
+        self.store.hold([Hold::Blob(digest.clone())])?;
         if let Some(size) = self.store.existing_blob_size(digest)? {
             if size != self.size {
                 return Err(Error::Verify {

@@ -556,7 +556,8 @@ impl Store {
             // and holds once more, so no image recorded since the first look
             // and no blob a live process is writing or using is lost.
             let _gc = self.gc_exclusive()?;
-            let holds = self.holds()?;
+            // Other processes' holds: this one is checking, not writing.
+            let holds = self.holds_of(false)?;
             let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
             let now_refs = self.references(&self.images()?);
             if now_refs.complete {

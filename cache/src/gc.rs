@@ -9,7 +9,9 @@
 //! (manifests and configs still are): a corrupt image never causes data
 //! loss elsewhere.
 //!
-//! Deletions honour the holds of live kiln processes (see [`crate::lease`]):
+//! Deletions honour the holds of other live kiln processes (see
+//! [`crate::lease`]; a process's holds protect it from others, not from
+//! itself):
 //! a held image is not deleted ([`Error::ImageInUse`]; untagging it is
 //! fine), and held blobs and snapshots, and everything held images refer
 //! to, are kept. Deleting runs under the exclusive `gc.lock`, so no hold
@@ -111,7 +113,7 @@ impl Store {
     /// process holds the image itself.
     pub fn delete_image(&self, id: &ImageId) -> Result<RemovedImage, ImageError> {
         let _gc = self.gc_exclusive()?;
-        let holds = self.holds()?;
+        let holds = self.holds_of(false)?;
         self.delete_image_locked(id, &holds)
     }
 
@@ -188,7 +190,7 @@ impl Store {
         keep: &BTreeSet<String>,
     ) -> Result<Vec<RemovedImage>, ImageError> {
         let _gc = self.gc_exclusive()?;
-        let holds = self.holds()?;
+        let holds = self.holds_of(false)?;
         let mut doomed: Vec<ImageRecord> = self
             .images()?
             .into_iter()

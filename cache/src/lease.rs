@@ -121,6 +121,8 @@ pub(crate) struct Lease {
     // Held for the life of the process: the lease is live while it is.
     _lock: File,
     holds: Mutex<(Option<File>, BTreeSet<Hold>)>,
+    /// Blobs this process added to the store, in order.
+    created: Mutex<Vec<Digest>>,
 }
 
 impl Lease {
@@ -161,6 +163,7 @@ impl Lease {
             dir,
             _lock: lock,
             holds: Mutex::new((None, BTreeSet::new())),
+            created: Mutex::new(Vec::new()),
         })
     }
 }
@@ -352,16 +355,65 @@ impl Store {
         self.resolve(query)
     }
 
+    /// Records that this process added blob `digest` to the store.
+    pub(crate) fn note_created(&self, digest: &Digest) {
+        if let Ok(lease) = self.lease()
+            && let Ok(mut created) = lease.created.lock()
+        {
+            created.push(digest.clone());
+        }
+    }
+
+    /// A mark for [`Store::discard_created_since`]: how many blobs this
+    /// process has added so far.
+    pub fn created_mark(&self) -> usize {
+        self.lease()
+            .ok()
+            .and_then(|l| l.created.lock().ok().map(|c| c.len()))
+            .unwrap_or(0)
+    }
+
+    /// Deletes the blobs this process added since `mark` that no image
+    /// refers to and no other live process holds: what a failed (or
+    /// junk-carrying) load or pull stored. Returns how many were deleted.
+    /// Do not call it while this process is writing images elsewhere
+    /// whose records are not written yet.
+    pub fn discard_created_since(&self, mark: usize) -> Result<usize> {
+        let lease = self.lease()?;
+        let candidates: Vec<Digest> = match lease.created.lock() {
+            Ok(mut created) if created.len() > mark => created.drain(mark..).collect(),
+            _ => return Ok(0),
+        };
+        let _gc = self.gc_exclusive()?;
+        let others = self.holds_of(false)?;
+        let refs = self.references(&self.images()?);
+        if !refs.complete {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for digest in candidates {
+            if refs.blobs.contains(&digest) || others.blobs.contains(&digest) {
+                continue;
+            }
+            if self.delete_blob(&digest)? {
+                deleted += 1;
+            }
+        }
+        tracing::debug!(deleted, "discarded blobs no image refers to");
+        Ok(deleted)
+    }
+
     /// Takes the deleters' lock: while it is held, no process adds a hold.
     pub(crate) fn gc_exclusive(&self) -> Result<LockGuard> {
         LockGuard::exclusive(self.locks_dir().join(GC_LOCK))
     }
 
-    /// What every live process (this one included) holds.
-    pub fn holds(&self) -> Result<Holds> {
+    /// What the live processes hold, this one included or not.
+    pub fn holds_of(&self, include_own: bool) -> Result<Holds> {
+        let own = self.lease()?.dir.clone();
         let mut holds = Holds::default();
         for info in self.list_leases()? {
-            if !info.live {
+            if !info.live || (!include_own && info.dir == own) {
                 continue;
             }
             let path = info.dir.join(HOLDS_FILE);

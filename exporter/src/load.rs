@@ -121,9 +121,23 @@ struct Pending {
 ///
 /// A truncated or corrupt archive fails with a typed error
 /// ([`Error::Read`], [`Error::CorruptMember`], [`Error::MissingMember`], …)
-/// and leaves the image records unchanged. Blobs already written stay:
-/// they are content-addressed and harmless.
+/// and leaves the store as it was: the blobs it added are deleted again.
+/// A successful load deletes the blobs it added that no image refers to
+/// (members of the archive that are not part of any image).
 pub fn load<R: Read>(
+    store: &Store,
+    input: R,
+    progress: impl FnMut(&Progress),
+) -> Result<Vec<LoadedImage>> {
+    let mark = store.created_mark();
+    let result = load_inner(store, input, progress);
+    if let Err(e) = store.discard_created_since(mark) {
+        tracing::warn!(error = %e, "failed to delete the blobs of the load no image refers to");
+    }
+    result
+}
+
+fn load_inner<R: Read>(
     store: &Store,
     input: R,
     mut progress: impl FnMut(&Progress),
