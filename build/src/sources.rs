@@ -129,7 +129,7 @@ pub(crate) async fn image(
         let chains = kiln_oci::config::chain_ids(&diff_ids);
         let mut layers = Vec::with_capacity(diff_ids.len());
         for (i, desc) in docs.manifest.layers().iter().enumerate() {
-            let snapshot = store.prepare_snapshot(&chains[i], &docs.layers[i])?;
+            let snapshot = store.prepare_snapshot(&chains[i], &docs.layers[i], &diff_ids[i])?;
             layers.push(Layer {
                 diff_id: diff_ids[i].clone(),
                 snapshot_id: chains[i].clone(),

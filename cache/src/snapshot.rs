@@ -224,8 +224,15 @@ impl Store {
 
     /// Unpacks layer blob `layer` (plain, gzip or zstd) as snapshot
     /// `chain_id`, unless already done, and returns it. Concurrent callers
-    /// (threads or processes) unpack it once.
-    pub fn prepare_snapshot(&self, chain_id: &Digest, layer: &Digest) -> Result<Snapshot> {
+    /// (threads or processes) unpack it once. The uncompressed stream must
+    /// hash to `diff_id` (the image config's), else
+    /// [`Error::DiffIdMismatch`] and no snapshot.
+    pub fn prepare_snapshot(
+        &self,
+        chain_id: &Digest,
+        layer: &Digest,
+        diff_id: &Digest,
+    ) -> Result<Snapshot> {
         if let Some(snapshot) = self.snapshot(chain_id)? {
             return Ok(snapshot);
         }
@@ -239,7 +246,20 @@ impl Store {
             .prefix("snapshot-")
             .tempdir_in(&ingest)
             .map_err(|e| Error::io("create temporary directory in", &ingest, e))?;
-        match self.unpack_into(tmp.path(), chain_id, layer) {
+        let unpacked = self
+            .unpack_into(tmp.path(), chain_id, layer)
+            .and_then(|meta| {
+                if &meta.diff_id == diff_id {
+                    Ok(meta)
+                } else {
+                    Err(Error::DiffIdMismatch {
+                        layer: layer.clone(),
+                        expected: diff_id.clone(),
+                        actual: meta.diff_id,
+                    })
+                }
+            });
+        match unpacked {
             Ok(meta) => {
                 tracing::info!(%chain_id, %layer, files = meta.stats.files, bytes = meta.stats.bytes, "unpacked layer");
                 self.install_snapshot(tmp, meta)

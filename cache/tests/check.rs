@@ -60,7 +60,8 @@ fn clean_store_has_no_findings() {
     let (record, layer) = import(&store, b"one", "app:1");
     let docs = store.image_docs(&record).unwrap();
     let chain = chain_ids(&docs.config.rootfs.diff_ids).pop().unwrap();
-    store.prepare_snapshot(&chain, &layer).unwrap();
+    let diff_id = docs.config.rootfs.diff_ids[0].clone();
+    store.prepare_snapshot(&chain, &layer, &diff_id).unwrap();
 
     let report = store.check(false).unwrap();
     assert_eq!(report.issues, vec![], "{report:?}");
@@ -201,10 +202,11 @@ fn unreferenced_blobs_are_deleted_only_when_old() {
 #[test]
 fn snapshots_without_metadata_and_orphans() {
     let (_d, store) = store();
-    let (_, layer) = import(&store, b"one", "app:1");
+    let (record, layer) = import(&store, b"one", "app:1");
+    let diff_id = store.image_docs(&record).unwrap().config.rootfs.diff_ids[0].clone();
     // A snapshot of the layer under a chain id no image has: an orphan.
     let orphan = Digest::sha256(b"some other chain");
-    store.prepare_snapshot(&orphan, &layer).unwrap();
+    store.prepare_snapshot(&orphan, &layer, &diff_id).unwrap();
     // A directory without snapshot.json: broken.
     let broken = Digest::sha256(b"broken");
     fs::create_dir_all(store.snapshot_dir(&broken).join("fs")).unwrap();

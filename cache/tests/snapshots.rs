@@ -44,8 +44,8 @@ fn prepare_snapshot_unpacks_once() {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let store = Store::open(dir.path()).unwrap();
-                let (chain_id, layer) = (&chain_id, &layer);
-                s.spawn(move || store.prepare_snapshot(chain_id, layer).unwrap())
+                let (chain_id, layer, diff_id) = (&chain_id, &layer, &diff_id);
+                s.spawn(move || store.prepare_snapshot(chain_id, layer, diff_id).unwrap())
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -93,7 +93,9 @@ fn failed_unpack_leaves_no_snapshot() {
     b.append(&h, &[][..]).unwrap();
     let layer = store.write_blob_bytes(&b.into_inner().unwrap()).unwrap();
     let chain_id = Digest::sha256(b"chain");
-    let err = store.prepare_snapshot(&chain_id, &layer).unwrap_err();
+    let err = store
+        .prepare_snapshot(&chain_id, &layer, &chain_id)
+        .unwrap_err();
     assert!(matches!(err, Error::Unpack { .. }), "{err:?}");
     assert!(store.snapshot(&chain_id).unwrap().is_none());
     assert!(!store.snapshot_dir(&chain_id).exists());
@@ -106,9 +108,35 @@ fn failed_unpack_leaves_no_snapshot() {
 
     let missing = Digest::sha256(b"missing layer");
     assert!(matches!(
-        store.prepare_snapshot(&chain_id, &missing).unwrap_err(),
+        store
+            .prepare_snapshot(&chain_id, &missing, &chain_id)
+            .unwrap_err(),
         Error::BlobNotFound { .. }
     ));
+}
+
+#[test]
+fn a_layer_that_does_not_match_its_diff_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tar = layer_tar();
+    let layer = store.write_blob_bytes(&gzip(&tar)).unwrap();
+    let claimed = Digest::sha256(b"what a hostile config says");
+    let err = store
+        .prepare_snapshot(&claimed, &layer, &claimed)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::DiffIdMismatch { expected, actual, .. }
+            if expected == &claimed && actual == &Digest::sha256(&tar)),
+        "{err:?}"
+    );
+    assert!(store.snapshot(&claimed).unwrap().is_none());
+    assert!(
+        std::fs::read_dir(store.ingest_dir())
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }
 
 fn meta_for(chain_id: &Digest) -> kiln_cache::SnapshotMeta {

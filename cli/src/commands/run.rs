@@ -164,8 +164,12 @@ fn prepare(ctx: &Context, a: &RunArgs, rt: &tokio::runtime::Runtime) -> anyhow::
     let cfg = &docs.config.config;
     let chains = chain_ids(&docs.config.rootfs.diff_ids);
     let mut lowers = Vec::new();
-    for (chain, layer) in chains.iter().zip(&docs.layers) {
-        lowers.push(store.prepare_snapshot(chain, layer)?.fs);
+    for ((chain, layer), diff_id) in chains
+        .iter()
+        .zip(&docs.layers)
+        .zip(&docs.config.rootfs.diff_ids)
+    {
+        lowers.push(store.prepare_snapshot(chain, layer, diff_id)?.fs);
     }
     lowers.reverse();
 
