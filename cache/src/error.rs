@@ -27,6 +27,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A layer's uncompressed content does not hash to the diff id the
+    /// image's config gives it.
+    #[error(
+        "layer {layer} does not match the image's configuration: its content hashes to {actual}, the image says {expected}"
+    )]
+    DiffIdMismatch {
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+
     /// A running kiln process uses the image, so it is not deleted.
     #[error("image {id} is being used by a running kiln process ({})", holders.iter().map(|p| format!("pid {p}")).collect::<Vec<_>>().join(", "))]
     ImageInUse { id: String, holders: Vec<u32> },
