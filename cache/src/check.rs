@@ -41,6 +41,7 @@ use crate::gc::References;
 use crate::image::{ImageError, descriptor_digest};
 use crate::images::{ImageId, ImageRecord};
 use crate::store::{IMAGES_LOCK, LockGuard, Store};
+use crate::verify::SnapshotVerdict;
 
 /// How old unreferenced blobs and temporary files must be before a repair
 /// removes them: well above the longest expected write, so content that
@@ -111,6 +112,14 @@ pub enum Finding {
         size: u64,
         age: Duration,
     },
+    /// A snapshot whose files differ from its layer.
+    DamagedSnapshot {
+        chain_id: Digest,
+        differences: Vec<String>,
+    },
+    /// A damaged snapshot a mounted container or build step uses: not
+    /// repaired now.
+    SnapshotInUse { chain_id: Digest },
     /// Informational: a snapshot no image's layer stack uses.
     UnreferencedSnapshot { chain_id: Digest },
     /// Informational: a leftover temporary file or directory.
@@ -190,6 +199,18 @@ impl fmt::Display for Finding {
             Finding::UnreferencedSnapshot { chain_id } => {
                 write!(f, "snapshot {chain_id}: unreferenced")
             }
+            Finding::DamagedSnapshot {
+                chain_id,
+                differences,
+            } => write!(
+                f,
+                "snapshot {chain_id}: files differ from its layer: {}",
+                differences.join("; ")
+            ),
+            Finding::SnapshotInUse { chain_id } => write!(
+                f,
+                "snapshot {chain_id}: in use by a mount; repair it when nothing runs on it"
+            ),
             Finding::StaleTemp { path, age } => {
                 write!(f, "temporary {}: stale ({} old)", path.display(), Age(*age))
             }
@@ -295,11 +316,18 @@ impl Store {
     /// directory, a failed deletion); everything about its content is
     /// reported in the [`CheckReport`].
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
+        self.check_with(repair, true)
+    }
+
+    /// [`Store::check`]; with `contents`, every snapshot's files are also
+    /// compared with its layer (see [`Store::verify_snapshot`]): slower,
+    /// as each layer is unpacked again.
+    pub fn check_with(&self, repair: bool, contents: bool) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let corrupt = self.check_blobs(repair, &mut report)?;
         self.check_images(repair, &corrupt, &mut report)?;
         let refs = self.check_unreferenced_blobs(repair, &corrupt, &mut report)?;
-        self.check_snapshots(repair, refs.as_ref(), &mut report)?;
+        self.check_snapshots(repair, contents, refs.as_ref(), &mut report)?;
         self.check_temporaries(repair, &mut report)?;
         tracing::info!(
             blobs = report.blobs,
@@ -457,8 +485,12 @@ impl Store {
             Ok(images) => images,
             Err(e) => {
                 let error = error_chain(&e);
-                report.push(Finding::UnreadableIndex { error }, false);
-                return Ok(());
+                let restored = repair && self.restore_index_backup()?;
+                report.push(Finding::UnreadableIndex { error }, restored);
+                if !restored {
+                    return Ok(());
+                }
+                self.images()?
             }
         };
         report.images = images.len();
@@ -581,6 +613,7 @@ impl Store {
     fn check_snapshots(
         &self,
         repair: bool,
+        contents: bool,
         refs: Option<&References>,
         report: &mut CheckReport,
     ) -> Result<()> {
@@ -592,7 +625,12 @@ impl Store {
                     snapshot.meta.chain_id
                 )),
                 Ok(Some(snapshot)) if !snapshot.fs.is_dir() => Some("no fs directory".to_owned()),
-                Ok(Some(_)) => None,
+                Ok(Some(snapshot)) => {
+                    if contents {
+                        self.check_snapshot_contents(&snapshot, repair, report)?;
+                    }
+                    None
+                }
                 Ok(None) if !dir.exists() => continue, // removed concurrently
                 Ok(None) => Some("missing snapshot.json".to_owned()),
                 Err(e) => Some(error_chain(&e)),
@@ -615,6 +653,37 @@ impl Store {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Compares a snapshot's files with its layer; with `repair`, unpacks
+    /// the layer again in its place unless a mount uses it.
+    fn check_snapshot_contents(
+        &self,
+        snapshot: &crate::Snapshot,
+        repair: bool,
+        report: &mut CheckReport,
+    ) -> Result<()> {
+        let chain_id = snapshot.meta.chain_id.clone();
+        let differences = match self.verify_snapshot(snapshot)? {
+            SnapshotVerdict::Damaged(d) => d,
+            SnapshotVerdict::Intact | SnapshotVerdict::NoLayer => return Ok(()),
+        };
+        let in_use = crate::lease::mount_uses(&snapshot.fs);
+        let repaired = repair && !in_use && {
+            self.reunpack_snapshot(snapshot)?;
+            true
+        };
+        report.push(
+            Finding::DamagedSnapshot {
+                chain_id: chain_id.clone(),
+                differences,
+            },
+            repaired,
+        );
+        if repair && in_use {
+            report.push(Finding::SnapshotInUse { chain_id }, false);
         }
         Ok(())
     }

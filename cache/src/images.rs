@@ -19,7 +19,7 @@ use kiln_oci::{Digest, Reference};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::{IMAGES_FILE, IMAGES_LOCK, LockGuard, Store, write_atomic};
+use crate::store::{IMAGES_BACKUP, IMAGES_FILE, IMAGES_LOCK, LockGuard, Store, write_atomic};
 
 /// Version of the `images.json` document.
 pub const INDEX_VERSION: u32 = 1;
@@ -197,7 +197,34 @@ impl Store {
             source,
         })?;
         write_atomic(self.root(), &self.images_path(), &bytes)?;
+        // A second copy, written after the first is durable: whatever
+        // damages one later, `system check --repair` restores from the
+        // other.
+        write_atomic(self.root(), &self.root().join(IMAGES_BACKUP), &bytes)?;
         Ok(out)
+    }
+
+    /// Replaces an unreadable `images.json` with its backup when that
+    /// reads; returns whether it did.
+    pub(crate) fn restore_index_backup(&self) -> Result<bool> {
+        let _guard = LockGuard::exclusive(self.locks_dir().join(IMAGES_LOCK))?;
+        if self.read_index().is_ok() {
+            return Ok(true);
+        }
+        let backup = self.root().join(IMAGES_BACKUP);
+        let bytes = match fs::read(&backup) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("read", backup, e)),
+        };
+        match serde_json::from_slice::<IndexFile>(&bytes) {
+            Ok(index) if index.version == INDEX_VERSION => {
+                tracing::info!("restoring the image index from its backup");
+                write_atomic(self.root(), &self.images_path(), &bytes)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// All image records, sorted by id.

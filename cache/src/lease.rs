@@ -227,6 +227,22 @@ pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Whether a mount of this namespace uses `dir` (as its mount point, or
+/// as an overlay layer in its options).
+pub(crate) fn mount_uses(dir: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let Some(needle) = dir.to_str() else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .map(unescape_mountinfo)
+            .any(|field| field.split([',', ':', '=']).any(|part| part == needle))
+    })
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();

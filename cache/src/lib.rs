@@ -25,6 +25,7 @@
 //!       removing-XXXXXX/         a snapshot being deleted
 //!     tmp/                     its work directories and mounts
 //!   images.json              image records and tags (see below)
+//!   images.json.bak          the same, written after it (repairs a damaged images.json)
 //!   snapshots/<chain-hex>/   one unpacked layer per chain id
 //!     fs/                      the layer's files, an overlayfs lower directory
 //!     snapshot.json            layer digest, diff id, compression, stats
@@ -64,12 +65,16 @@ mod import;
 pub mod lease;
 mod snapshot;
 mod store;
+mod verify;
 
 pub use blob::BlobWriter;
 pub use check::{BlobRole, CheckReport, Finding, Issue, STALE_AGE};
 pub use compression::{Compression, decompress, sniff_compression};
 pub use error::{Error, ExtractError, Result};
-pub use extract::{ExtractMode, ExtractOptions, LayerStats, extract_layer, is_root};
+pub use extract::{
+    ExtractMode, ExtractOptions, HoleReader, LayerStats, copy_file_keeping_holes, extract_layer,
+    is_root,
+};
 pub use gc::{ImagesUsage, PruneScope, RemovedImage};
 pub use image::{
     ContainerConfig, Empty, History, ImageConfig, ImageDocs, ImageError, MAX_DOCUMENT_SIZE, RootFs,
@@ -80,3 +85,4 @@ pub use import::ImportOptions;
 pub use lease::{Hold, Holds, release_leases};
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{FORMAT_VERSION, Store};
+pub use verify::SnapshotVerdict;

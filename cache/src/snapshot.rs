@@ -273,7 +273,12 @@ impl Store {
         }
     }
 
-    fn unpack_into(&self, tmp: &Path, chain_id: &Digest, layer: &Digest) -> Result<SnapshotMeta> {
+    pub(crate) fn unpack_into(
+        &self,
+        tmp: &Path,
+        chain_id: &Digest,
+        layer: &Digest,
+    ) -> Result<SnapshotMeta> {
         let fs_dir = tmp.join(SNAPSHOT_FS);
         fs::create_dir(&fs_dir).map_err(|e| Error::io("create directory", &fs_dir, e))?;
         let blob = self.open_blob(layer)?;

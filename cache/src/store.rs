@@ -17,6 +17,7 @@ pub(crate) const INGEST_DIR: &str = "ingest";
 pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 pub(crate) const LOCKS_DIR: &str = "locks";
 pub(crate) const IMAGES_FILE: &str = "images.json";
+pub(crate) const IMAGES_BACKUP: &str = "images.json.bak";
 pub(crate) const IMAGES_LOCK: &str = "images.lock";
 
 /// A handle on a local store rooted at a directory.
@@ -124,6 +125,7 @@ impl Store {
                         LOCKS_DIR,
                         LEASES_DIR,
                         IMAGES_FILE,
+                        IMAGES_BACKUP,
                     ]
                     .contains(&name.as_ref())
                         || name.starts_with(".tmp-");

@@ -267,3 +267,62 @@ fn stale_temporaries_are_removed_with_repair() {
     assert!(!stale_dir.exists());
     assert!(fresh.exists());
 }
+
+#[test]
+fn damaged_snapshot_files_are_found_and_unpacked_again() {
+    let (_d, store) = store();
+    let (record, layer) = import(&store, b"original", "app:1");
+    let docs = store.image_docs(&record).unwrap();
+    let diff_id = docs.config.rootfs.diff_ids[0].clone();
+    let chain = chain_ids(&docs.config.rootfs.diff_ids).pop().unwrap();
+    let snapshot = store.prepare_snapshot(&chain, &layer, &diff_id).unwrap();
+    assert!(store.check(false).unwrap().is_clean());
+
+    // Same size, other content; and a file that is not in the layer.
+    fs::write(snapshot.fs.join("etc/hello"), b"tampered").unwrap();
+    fs::write(snapshot.fs.join("etc/extra"), b"x").unwrap();
+    assert!(
+        store.check_with(false, false).unwrap().is_clean(),
+        "fast skips it"
+    );
+    let report = store.check(false).unwrap();
+    let found = problems(&report);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("etc/extra: not in the layer"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("etc/hello: content differs"), "{found:?}");
+
+    let report = store.check(true).unwrap();
+    assert_eq!(report.repaired(), 1, "{report:?}");
+    assert_eq!(
+        fs::read(snapshot.fs.join("etc/hello")).unwrap(),
+        b"original"
+    );
+    assert!(!snapshot.fs.join("etc/extra").exists());
+    assert!(store.check(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_damaged_image_index_is_restored_from_its_backup() {
+    let (_d, store) = store();
+    let (record, _) = import(&store, b"one", "app:1");
+    let index = store.root().join("images.json");
+    let len = fs::metadata(&index).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert!(store.images().is_err());
+    let report = store.check(false).unwrap();
+    assert!(!report.is_clean());
+    let report = store.check(true).unwrap();
+    assert_eq!(report.repaired(), 1, "{report:?}");
+    let images = store.images().unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].id, record.id);
+    assert_eq!(images[0].tags, record.tags);
+}

@@ -136,6 +136,10 @@ pub struct CheckArgs {
     /// older than an hour, and remove what dead kiln processes left
     #[arg(long)]
     repair: bool,
+    /// Do not compare unpacked layers with their layer blobs (each layer
+    /// is unpacked again for that)
+    #[arg(long)]
+    fast: bool,
 }
 
 fn plural(n: usize, one: &str) -> String {
@@ -151,7 +155,7 @@ fn plural(n: usize, one: &str) -> String {
 /// remains.
 pub fn check(ctx: &Context, a: CheckArgs) -> anyhow::Result<()> {
     let store = ctx.store()?;
-    let report = store.check(a.repair)?;
+    let report = store.check_with(a.repair, !a.fast)?;
     for issue in &report.issues {
         let line = issue.finding.to_string();
         match (issue.finding.is_problem(), issue.repaired) {
