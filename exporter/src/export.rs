@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{ExtractMode, ExtractOptions, LayerStats, Store, extract_layer};
+use kiln_cache::{ExtractMode, ExtractOptions, HoleReader, LayerStats, Store, extract_layer};
 use kiln_oci::digest::Sha256Reader;
 
 use crate::error::{Error, Result};
@@ -149,7 +149,9 @@ fn apply_layers(
 /// area (as [`export_local_dir`] does), which is then written as a tar in
 /// a deterministic order (a directory's entries sorted by name, then each
 /// subdirectory's contents in turn; the root itself is not an entry), with each entry's mode, owner ids and modification time; hard
-/// links within the tree are kept as hard links. Without root, owners are
+/// links within the tree are kept as hard links. Files with holes are
+/// plain entries with their holes as zeros, as BuildKit writes them; only
+/// their data is read from disk. Without root, owners are
 /// those of the exporting user and device nodes are missing. Extended
 /// attributes are not written. On error the output is incomplete (no
 /// end-of-archive marker) and must be discarded.
@@ -221,6 +223,8 @@ fn write_tree<W: Write>(root: &Path, out: W) -> Result<()> {
     });
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
+    // Plain entries, holes as zeros (see `append_file`).
+    builder.sparse(false);
     let result = append_tree(&mut builder, root);
     if result.is_err() {
         builder.get_mut().poisoned = true;
@@ -271,9 +275,13 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> Result<(
                 }
                 links.insert(key, rel.clone());
             }
-            builder
-                .append_path_with_name(&full, &rel)
-                .map_err(Error::write)?;
+            if meta.is_file() {
+                append_file(builder, &full, &rel, &meta)?;
+            } else {
+                builder
+                    .append_path_with_name(&full, &rel)
+                    .map_err(Error::write)?;
+            }
             if meta.is_dir() {
                 subdirs.push(rel);
             }
@@ -282,4 +290,66 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> Result<(
         stack.extend(subdirs.into_iter().rev());
     }
     Ok(())
+}
+
+/// Appends regular file `full` as `rel`: the entry `append_path_with_name`
+/// writes without its sparse support, but reading only the file's data.
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    full: &Path,
+    rel: &Path,
+    meta: &fs::Metadata,
+) -> Result<()> {
+    let file = fs::File::open(full).map_err(|source| Error::ExportIo {
+        action: "open",
+        path: full.to_path_buf(),
+        source,
+    })?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
+    builder
+        .append_data(&mut header, rel, HoleReader::new(&file, meta.len()))
+        .map_err(Error::write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// What `append_path_with_name` without sparse support writes.
+    fn reference(root: &Path, names: &[&str]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.mode(tar::HeaderMode::Complete);
+        b.sparse(false);
+        for name in names {
+            b.append_path_with_name(root.join(name), name).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn files_with_holes_are_plain_entries_read_by_data_region() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mib = 1u64 << 20;
+        let f = fs::File::create(root.join("sparse")).unwrap();
+        f.set_len(16 * mib + 3).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(&[5u8; 70_000], 8 * mib - 10).unwrap();
+        drop(f);
+        fs::File::create(root.join("hole"))
+            .unwrap()
+            .set_len(mib)
+            .unwrap();
+        fs::write(root.join("plain"), b"plain content").unwrap();
+        let long = "l".repeat(120);
+        fs::write(root.join(&long), b"long name").unwrap();
+        fs::write(root.join("empty"), b"").unwrap();
+        let names = ["empty", "hole", long.as_str(), "plain", "sparse"];
+
+        let mut ours = Vec::new();
+        write_tree(root, &mut ours).unwrap();
+        assert_eq!(ours, reference(root, &names));
+    }
 }
