@@ -182,15 +182,25 @@ fn leases() -> &'static Mutex<HashMap<PathBuf, Arc<Lease>>> {
 
 /// Releases every lease of this process: unmounts what is mounted below
 /// them and removes their directories (temporary files included). Call it
-/// when the process is about to exit, normally or on a signal; stores
-/// opened afterwards in the same process take a new lease.
+/// when the process is about to exit, normally or on a signal. The leases
+/// stay released: writers still running in other threads fail instead of
+/// taking a new lease.
 pub fn release_leases() {
     let taken: Vec<Arc<Lease>> = match leases().lock() {
-        Ok(mut map) => map.drain().map(|(_, l)| l).collect(),
+        Ok(map) => map.values().cloned().collect(),
         Err(_) => return,
     };
     for lease in taken {
-        if let Err(e) = remove_lease_dir(&lease.dir) {
+        // A writer in another thread may add a file while the directory is
+        // being removed: try again.
+        let mut result = Ok(());
+        for _ in 0..3 {
+            result = remove_lease_dir(&lease.dir);
+            if result.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = result {
             tracing::warn!(lease = %lease.dir.display(), error = %e, "failed to remove lease");
         }
     }

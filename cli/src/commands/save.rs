@@ -63,31 +63,100 @@ pub fn run(ctx: &Context, a: SaveArgs) -> anyhow::Result<()> {
                 .context("failed to write the archive to standard output")?;
         }
         Some(path) => {
-            // Write next to the destination and rename, so a failed save
-            // never leaves a truncated archive under the requested name.
+            // Write an unnamed file next to the destination and give it
+            // the name at the end, so a failed or killed save never leaves
+            // a truncated archive (or a temporary file) behind.
             let dir = path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".kiln-save-")
-                .tempfile_in(dir)
+            let file = PendingFile::create(dir)
                 .with_context(|| format!("failed to create a file in {}", dir.display()))?;
-            crate::signals::remove_on_stop(tmp.path());
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &file.file);
             kiln_exporter::save(&store, &selectors, &mut out, format, |p| bars.event(p))?;
             out.flush()
                 .with_context(|| format!("failed to write {}", path.display()))?;
             drop(out);
-            tmp.as_file()
-                .sync_all()
+            file.persist(path)
                 .with_context(|| format!("failed to write {}", path.display()))?;
-            let tmp_path = tmp.path().to_owned();
-            tmp.persist(path)
-                .with_context(|| format!("failed to write {}", path.display()))?;
-            crate::signals::forget_on_stop(&tmp_path);
         }
     }
     bars.finish();
     Ok(())
+}
+
+/// A file being written that gets its name only when complete: an
+/// `O_TMPFILE` file (nothing to clean up when the process is killed), or,
+/// where the filesystem has no `O_TMPFILE`, a named temporary file that is
+/// removed on failure and on a stop signal.
+struct PendingFile {
+    file: std::fs::File,
+    named: Option<tempfile::TempPath>,
+    dir: std::path::PathBuf,
+}
+
+impl PendingFile {
+    fn create(dir: &std::path::Path) -> std::io::Result<PendingFile> {
+        use rustix::fs::{Mode, OFlags};
+        match rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => Ok(PendingFile {
+                file: std::fs::File::from(fd),
+                named: None,
+                dir: dir.to_owned(),
+            }),
+            Err(_) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(".kiln-save-")
+                    .tempfile_in(dir)?;
+                crate::signals::remove_on_stop(tmp.path());
+                let (file, path) = tmp.into_parts();
+                Ok(PendingFile {
+                    file,
+                    named: Some(path),
+                    dir: dir.to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Syncs the file and gives it the name `path` (replacing a file there).
+    fn persist(self, path: &std::path::Path) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        match self.named {
+            Some(tmp) => {
+                let tmp_path = tmp.to_path_buf();
+                tmp.persist(path).map_err(|e| e.error)?;
+                crate::signals::forget_on_stop(&tmp_path);
+            }
+            None => {
+                // Link under a temporary name, then rename over `path`.
+                use std::os::fd::AsRawFd;
+                let name = self.dir.join(format!(
+                    ".kiln-save-{}-{}",
+                    std::process::id(),
+                    self.file.as_raw_fd()
+                ));
+                let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    rustix::fs::CWD,
+                    &name,
+                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                )?;
+                if let Err(e) = std::fs::rename(&name, path) {
+                    let _ = std::fs::remove_file(&name);
+                    return Err(e);
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
 }
