@@ -22,9 +22,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --workspace --locked "$@"
-# The CLI's container and build tests again with runc instead of the
-# default embedded runtime (kiln-runtime's own tests run both every time).
-KILN_TEST_RUNTIME=runc cargo test --locked -p kiln-cli --test containers --test build --test network "$@"
+# The CLI's container, build, network and fault-injection tests again with
+# runc instead of the default embedded runtime (fewer kills per operation
+# there; kiln-runtime's own tests run both runtimes every time).
+KILN_TEST_RUNTIME=runc KILN_FAULT_KILLS=4 cargo test --locked -p kiln-cli --test containers --test build --test network --test faults "$@"
 scripts/conformance.sh
 # tests/diffbuild cases with a recorded expected.json, built with kiln alone
 # (root; skipped without it or without ../shared/peers/diffbuild.py).

@@ -127,7 +127,9 @@ struct Env {
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let mark = format!("kilnfault{}", std::process::id());
+        static ENVS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = ENVS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mark = format!("kilnfault{}x{n}", std::process::id());
         let env = Env { dir, mark };
         std::fs::create_dir_all(env.path("config/kiln")).unwrap();
         std::fs::create_dir_all(env.path("out")).unwrap();
@@ -617,4 +619,94 @@ fn killed_and_interrupted_commands_leave_nothing_behind() {
     for op in &ops {
         exercise(&env, op, kills, &mut rng);
     }
+}
+
+/// Builds racing `rmi` and `image prune -a` of their base image: the base
+/// is untagged, not deleted, while a build uses it, and no build fails.
+#[test]
+fn builds_keep_their_base_image_while_rmi_and_prune_race_them() {
+    if !available() {
+        return;
+    }
+    let env = Env::new();
+    let base = env.path("base.tar");
+    std::fs::write(&base, busybox_tar_with(APPLETS, true, &[])).unwrap();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM base:race\nARG N\nRUN echo $N > /n && sh -c 'sleep 1; true' {}\nRUN cat /n\n",
+            env.mark
+        ),
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    for round in 0..3 {
+        env.ok(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            base.to_str().unwrap(),
+            "base:race",
+        ]);
+        let builds: Vec<Child> = (0..2)
+            .map(|b| {
+                env.command_in(
+                    &env.store(),
+                    &[
+                        "build",
+                        "--network",
+                        "none",
+                        "--build-arg",
+                        &format!("N={round}-{b}"),
+                        "-t",
+                        &format!("raced:{round}-{b}"),
+                        ctx,
+                    ],
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        // Both builds are in their first step: they resolved the base.
+        wait_for(
+            "the builds' steps did not start",
+            Duration::from_secs(60),
+            || {
+                std::fs::read_dir("/proc")
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| {
+                        std::fs::read(e.path().join("cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&env.mark))
+                    })
+                    .count()
+                    >= 2
+            },
+        );
+        let rmi = env.ok(&["rmi", "base:race"]);
+        assert!(rmi.contains("Untagged: base:race"), "{rmi}");
+        assert!(
+            !rmi.contains("Deleted"),
+            "a base in use was deleted:\n{rmi}"
+        );
+        env.ok(&["image", "prune", "-a", "-f"]);
+        for (b, child) in builds.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}, build {b} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // Unused now: the next prune takes it.
+        env.ok(&["image", "prune", "-a", "-f"]);
+        let images = env.ok(&["images", "-q"]);
+        assert!(images.trim().is_empty(), "left after prune: {images}");
+    }
+    let (ok, stdout, stderr) = env.run_in(&env.store(), &["system", "check", "--fast"]);
+    assert!(ok, "{stdout}{stderr}");
 }
