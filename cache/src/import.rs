@@ -30,16 +30,23 @@ pub struct ImportOptions {
     pub created: chrono::DateTime<chrono::Utc>,
 }
 
-/// A reader that copies everything read through it into a writer.
+/// A reader that copies everything read through it into a writer. A
+/// failed write (a full disk) is kept apart, so that it is not taken for
+/// a bad archive.
 struct Tee<R, W> {
     inner: R,
     copy: W,
+    write_error: Option<io::Error>,
 }
 
 impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
+        if let Err(e) = self.copy.write_all(&buf[..n]) {
+            let kind = e.kind();
+            self.write_error = Some(e);
+            return Err(io::Error::new(kind, "failed to write the spool file"));
+        }
         Ok(n)
     }
 }
@@ -66,12 +73,15 @@ impl Store {
             let mut tee = Tee {
                 inner: stream,
                 copy: io::BufWriter::new(spool.as_file_mut()),
+                write_error: None,
             };
-            check_tar(&mut tee).map_err(|source| archive_err(ExtractError::Read { source }))?;
             // Keep what follows the end-of-archive marker too: the diff id
             // is the digest of the whole stream.
-            io::copy(&mut tee, &mut io::sink())
-                .map_err(|source| archive_err(ExtractError::Read { source }))?;
+            let read = check_tar(&mut tee).and_then(|()| io::copy(&mut tee, &mut io::sink()));
+            if let Some(e) = tee.write_error.take() {
+                return Err(Error::io("write", &spool_path, e).into());
+            }
+            read.map_err(|source| archive_err(ExtractError::Read { source }))?;
             tee.copy
                 .flush()
                 .map_err(|e| Error::io("write", &spool_path, e))?;
