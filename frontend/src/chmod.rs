@@ -1,4 +1,4 @@
-//! `--chmod` values: the solver's [`kiln_solver::chmod::ModeChange`], which
+//! `--chmod` values: the solver's [`kiln_graph::chmod::ModeChange`], which
 //! the worker also applies, so parsing and applying never disagree.
 
-pub use kiln_solver::chmod::ModeChange as Chmod;
+pub use kiln_graph::chmod::ModeChange as Chmod;

@@ -10,13 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kiln_oci::Digest;
-use kiln_oci::config::{ContainerConfig, Empty, History, ImageConfig};
-use kiln_solver::{
+use kiln_graph::{
     CacheInit, CacheSharing as OpSharing, Chmod as OpChmod, ChownOpt, CopyAction, ExecMount,
     ExecOp, FileAction, FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, SecretEnv,
     SecretMount, SecurityMode, SourceOp, UserOpt, VertexId,
 };
+use kiln_oci::Digest;
+use kiln_oci::config::{ContainerConfig, Empty, History, ImageConfig};
 
 use crate::instructions::{CacheSharing, Command, Healthcheck, Instruction, MountType};
 use crate::parser::Span;
@@ -1214,7 +1214,7 @@ fn compile_run(
             .copts
             .extra_hosts
             .iter()
-            .map(|(host, ip)| kiln_solver::ExtraHost {
+            .map(|(host, ip)| kiln_graph::ExtraHost {
                 host: host.clone(),
                 ip: ip.clone(),
             })

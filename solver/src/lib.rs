@@ -1,15 +1,15 @@
 //! # kiln-solver
 //!
-//! The build graph and its scheduler: an LLB-like DAG of ops (source, exec,
-//! file, merge, diff), each vertex identified by the digest of its
-//! definition, solved in parallel with content-addressed cache keys.
+//! Solving a build graph ([`kiln_graph`]): vertices run in parallel as
+//! their inputs are ready, with content-addressed cache keys, through an
+//! [`Executor`] the caller provides.
 //!
-//! Owns: the op graph, its canonical encoding, cache-key computation and
-//! the scheduler, plus the typed progress-event stream.
+//! Owns: the scheduler, the `Executor` trait, cache-key computation and
+//! the typed progress-event stream. The graph types are re-exported, as
+//! every executor works with them.
 //!
 //! Must not depend on: the Dockerfile frontend, the runtime or any
-//! registry. Ops are executed through a trait the caller provides, so
-//! tests inject fake ops.
+//! registry. Tests inject fake executors.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,19 +56,16 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod chmod;
-pub mod graph;
-pub mod op;
 pub mod scheduler;
 
-pub use graph::{
-    DEFINITION_VERSION, Definition, DefinitionVertex, Graph, GraphError, ParseDigestError, Vertex,
-    VertexDigest, VertexId,
-};
-pub use op::{
+pub use kiln_graph::{
     CUSTOM_NAME, CacheInit, CacheSharing, Chmod, ChownOpt, CopyAction, DiffOp, ExecMount, ExecOp,
     ExtraHost, FileAction, FileOp, MergeOp, MountKind, NetworkMode, Op, OpError, OpMetadata,
     ProgressGroup, SecretEnv, SecretMount, SecurityMode, SourceOp, UserOpt,
+};
+pub use kiln_graph::{
+    DEFINITION_VERSION, Definition, DefinitionVertex, Graph, GraphError, ParseDigestError, Vertex,
+    VertexDigest, VertexId, chmod, graph, op,
 };
 pub use scheduler::{
     BoxError, CacheKey, CacheStatus, Event, EventKind, ExecContext, Executor, Input, LogStream,

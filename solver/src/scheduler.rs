@@ -36,7 +36,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::graph::{Graph, GraphError, Vertex, VertexDigest, VertexId};
+use kiln_graph::{Graph, GraphError, Vertex, VertexDigest, VertexId};
 
 /// Error type executors return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

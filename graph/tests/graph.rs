@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_solver::{
+use kiln_graph::{
     CacheSharing, Chmod, ChownOpt, CopyAction, Definition, DiffOp, ExecMount, ExecOp, FileAction,
     FileOp, Graph, MergeOp, MountKind, NetworkMode, Op, OpMetadata, ProgressGroup, SecretEnv,
     SecretMount, SourceOp, UserOpt,

@@ -21,8 +21,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 
 use crate::op::{Op, OpError, OpMetadata};
@@ -116,11 +114,11 @@ impl<'de> Deserialize<'de> for VertexDigest {
 /// Handle of a vertex within one [`Graph`]. Not meaningful in another
 /// graph; use [`VertexDigest`] to refer to a vertex across graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VertexId(NodeIndex);
+pub struct VertexId(usize);
 
 impl fmt::Display for VertexId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}", self.0.index())
+        write!(f, "v{}", self.0)
     }
 }
 
@@ -252,13 +250,16 @@ pub enum GraphError {
 struct Node {
     vertex: Arc<Vertex>,
     inputs: Vec<VertexId>,
+    /// The vertices that take this one as an input (once per use).
+    consumers: Vec<VertexId>,
 }
 
-/// A DAG of vertices, deduplicated by digest. Edges point from an input to
-/// the vertex consuming it.
+/// A DAG of vertices, deduplicated by digest. A vertex can only be added
+/// after its inputs, so the graph is acyclic by construction; vertices are
+/// never removed, and a [`VertexId`] is an index into the graph's nodes.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
-    graph: StableDiGraph<Node, usize>,
+    nodes: Vec<Node>,
     by_digest: HashMap<VertexDigest, VertexId>,
 }
 
@@ -294,36 +295,38 @@ impl Graph {
     /// match `vertex.inputs()`.
     fn insert(&mut self, vertex: Arc<Vertex>, inputs: Vec<VertexId>) -> VertexId {
         if let Some(&id) = self.by_digest.get(&vertex.digest) {
-            let node = &mut self.graph[id.0];
+            let node = &mut self.nodes[id.0];
             if node.vertex.meta != vertex.meta {
                 Arc::make_mut(&mut node.vertex).merge_meta(&vertex.meta);
             }
             return id;
         }
         let digest = vertex.digest;
-        let id = VertexId(self.graph.add_node(Node {
-            vertex,
-            inputs: inputs.clone(),
-        }));
-        for (index, input) in inputs.into_iter().enumerate() {
-            self.graph.add_edge(input.0, id.0, index);
+        let id = VertexId(self.nodes.len());
+        for input in &inputs {
+            self.nodes[input.0].consumers.push(id);
         }
+        self.nodes.push(Node {
+            vertex,
+            inputs,
+            consumers: Vec::new(),
+        });
         self.by_digest.insert(digest, id);
         id
     }
 
     /// The vertex with this id.
     pub fn vertex(&self, id: VertexId) -> Result<&Arc<Vertex>, GraphError> {
-        self.graph
-            .node_weight(id.0)
+        self.nodes
+            .get(id.0)
             .map(|n| &n.vertex)
             .ok_or(GraphError::UnknownVertex(id))
     }
 
     /// The ids of a vertex's inputs, in input-index order.
     pub fn inputs(&self, id: VertexId) -> Result<&[VertexId], GraphError> {
-        self.graph
-            .node_weight(id.0)
+        self.nodes
+            .get(id.0)
             .map(|n| n.inputs.as_slice())
             .ok_or(GraphError::UnknownVertex(id))
     }
@@ -334,17 +337,17 @@ impl Graph {
     }
 
     pub fn len(&self) -> usize {
-        self.graph.node_count()
+        self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.graph.node_count() == 0
+        self.nodes.is_empty()
     }
 
-    /// Whether the graph has a cycle (never true for graphs built with
-    /// [`Graph::add`]; a guard for graphs from elsewhere).
+    /// Whether the graph has a cycle: never, as inputs precede their
+    /// consumers; kept as a guard that the canonical order exists.
     pub fn is_cyclic(&self) -> bool {
-        petgraph::algo::is_cyclic_directed(&self.graph)
+        self.topo_order().is_err()
     }
 
     /// All vertices in a canonical topological order: inputs before their
@@ -354,17 +357,14 @@ impl Graph {
         self.topo_order_of(None)
     }
 
-    fn topo_order_of(
-        &self,
-        only: Option<&HashSet<NodeIndex>>,
-    ) -> Result<Vec<VertexId>, GraphError> {
-        let included = |n: NodeIndex| only.is_none_or(|set| set.contains(&n));
-        let mut pending: HashMap<NodeIndex, usize> = HashMap::new();
+    fn topo_order_of(&self, only: Option<&HashSet<usize>>) -> Result<Vec<VertexId>, GraphError> {
+        let included = |n: usize| only.is_none_or(|set| set.contains(&n));
+        let mut pending: HashMap<usize, usize> = HashMap::new();
         let mut ready = BinaryHeap::new();
-        for n in self.graph.node_indices().filter(|&n| included(n)) {
-            let indegree = self.graph[n].inputs.len();
+        for n in (0..self.nodes.len()).filter(|&n| included(n)) {
+            let indegree = self.nodes[n].inputs.len();
             if indegree == 0 {
-                ready.push(Reverse((self.graph[n].vertex.digest, n)));
+                ready.push(Reverse((self.nodes[n].vertex.digest, n)));
             } else {
                 pending.insert(n, indegree);
             }
@@ -372,13 +372,13 @@ impl Graph {
         let mut order = Vec::with_capacity(pending.len() + ready.len());
         while let Some(Reverse((_, n))) = ready.pop() {
             order.push(VertexId(n));
-            for edge in self.graph.edges(n) {
-                let consumer = edge.target();
+            for consumer in &self.nodes[n].consumers {
+                let consumer = consumer.0;
                 if let Some(count) = pending.get_mut(&consumer) {
                     *count -= 1;
                     if *count == 0 {
                         pending.remove(&consumer);
-                        ready.push(Reverse((self.graph[consumer].vertex.digest, consumer)));
+                        ready.push(Reverse((self.nodes[consumer].vertex.digest, consumer)));
                     }
                 }
             }
@@ -402,7 +402,7 @@ impl Graph {
             }
         }
         while let Some(n) = stack.pop() {
-            for input in &self.graph[n].inputs {
+            for input in &self.nodes[n].inputs {
                 if seen.insert(input.0) {
                     stack.push(input.0);
                 }
@@ -417,7 +417,7 @@ impl Graph {
         let mut sub = Graph::new();
         let mut map = HashMap::new();
         for id in self.reachable(targets)? {
-            let node = &self.graph[id.0];
+            let node = &self.nodes[id.0];
             let inputs = node.inputs.iter().map(|i| map[i]).collect();
             let new_id = sub.insert(node.vertex.clone(), inputs);
             map.insert(id, new_id);
@@ -435,7 +435,7 @@ impl Graph {
             Err(_) => return "<cyclic graph>\n".to_owned(),
         };
         for id in order {
-            let v = &self.graph[id.0].vertex;
+            let v = &self.nodes[id.0].vertex;
             out.push_str(&v.digest.short());
             out.push(' ');
             out.push_str(v.op.kind());
@@ -470,7 +470,7 @@ impl Graph {
             vertices: order
                 .into_iter()
                 .map(|id| {
-                    let v = &self.graph[id.0].vertex;
+                    let v = &self.nodes[id.0].vertex;
                     DefinitionVertex {
                         digest: v.digest,
                         op: v.op.clone(),
