@@ -1,5 +1,6 @@
 //! The HTTP transport: endpoints, schemes, timeouts, retries with backoff,
-//! authentication, and the mapping of responses to typed errors.
+//! authentication, and the mapping of responses to typed errors. The
+//! minimum transfer rate is in the `rate` module.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use crate::auth::{
 };
 use crate::credentials::{Credential, CredentialStore};
 use crate::error::{DOCKER_HUB_RATE_LIMIT_HINT, Error, LOGIN_HINT, Result};
+use crate::rate::MAX_STALL_RETRIES;
 
 /// Default limit on the size of a manifest or index.
 pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -65,6 +67,19 @@ pub struct ClientConfig {
     pub upload_chunk_size: Option<u64>,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// The slowest transfer accepted, in bytes a second: blob and manifest
+    /// downloads and blob uploads that move fewer bytes than this over the
+    /// last [`min_rate_window`](Self::min_rate_window) fail with
+    /// [`Error::TransferStalled`]. The read timeout only catches a
+    /// transfer that stops completely; this one catches a dribble. No
+    /// verdict is given before a whole window has passed, so a transfer
+    /// that finishes within it always succeeds. A stalled blob is retried
+    /// once at most (a retry starts over). 0 turns the check off.
+    pub min_rate_bytes_per_sec: u64,
+    /// The span the minimum rate is measured over: a sliding window, the
+    /// rate always being the one of the last window (to within a
+    /// sixteenth of it).
+    pub min_rate_window: Duration,
 }
 
 impl Default for ClientConfig {
@@ -84,6 +99,8 @@ impl Default for ClientConfig {
             max_manifest_size: DEFAULT_MAX_MANIFEST_SIZE,
             upload_chunk_size: None,
             user_agent: format!("kiln/{}", env!("CARGO_PKG_VERSION")),
+            min_rate_bytes_per_sec: 1024,
+            min_rate_window: Duration::from_secs(60),
         }
     }
 }
@@ -641,6 +658,21 @@ impl Client {
             .unwrap_or(0);
         let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
         (base + jitter).min(config.max_retry_delay)
+    }
+
+    /// Whether a transfer that failed with `error` after `attempt` retries
+    /// (`stalls` of them for stalls) is tried again: transient errors up
+    /// to the configured retries, and a stall at most
+    /// [`MAX_STALL_RETRIES`] times, since a retry starts the transfer over.
+    pub(crate) fn may_retry(&self, error: &Error, attempt: u32, stalls: &mut u32) -> bool {
+        if attempt >= self.inner.config.max_retries {
+            return false;
+        }
+        if matches!(error, Error::TransferStalled { .. }) {
+            *stalls += 1;
+            return *stalls <= MAX_STALL_RETRIES;
+        }
+        error.is_transient()
     }
 
     /// The typed error for an unsuccessful response.

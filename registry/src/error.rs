@@ -19,6 +19,23 @@ pub const LOGIN_HINT: &str = "kiln login";
 pub const DOCKER_HUB_RATE_LIMIT_HINT: &str = "You have reached your pull rate limit. \
 You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit";
 
+/// What a transfer moves, in [`Error::TransferStalled`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transferred {
+    Blob(Digest),
+    /// A manifest or index, by the tag or digest asked for.
+    Manifest(String),
+}
+
+impl std::fmt::Display for Transferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transferred::Blob(d) => write!(f, "{d}"),
+            Transferred::Manifest(r) => write!(f, "manifest {r}"),
+        }
+    }
+}
+
 /// Errors of talking to a registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -138,6 +155,73 @@ pub enum Error {
         media_type: String,
     },
 
+    /// A transfer moved fewer than
+    /// [`ClientConfig::min_rate_bytes_per_sec`](crate::ClientConfig::min_rate_bytes_per_sec)
+    /// bytes a second over the last
+    /// [`min_rate_window`](crate::ClientConfig::min_rate_window).
+    #[error("{} {what} {} {registry}/{repository}: transfer stalled: {rate} B/s over the last {} (minimum {minimum} B/s)",
+        if *pushing { "pushing" } else { "pulling" },
+        if *pushing { "to" } else { "from" },
+        crate::rate::seconds(*window))]
+    TransferStalled {
+        registry: String,
+        repository: String,
+        /// The blob or manifest being moved.
+        what: Transferred,
+        /// An upload (push) rather than a download.
+        pushing: bool,
+        /// Bytes moved over the measured span.
+        bytes: u64,
+        /// The measured rate, bytes a second.
+        rate: u64,
+        /// The configured window.
+        window: Duration,
+        /// The configured minimum, bytes a second.
+        minimum: u64,
+    },
+
+    /// A pulled layer does not uncompress to the `diff_id` the image
+    /// configuration gives at its position. The image was not recorded.
+    #[error(
+        "layers from manifest don't match image configuration: layer {index} ({layer}) from {registry}/{repository} uncompresses to {actual}, the configuration expects {expected}"
+    )]
+    DiffIdMismatch {
+        registry: String,
+        repository: String,
+        /// The layer's (compressed) digest.
+        layer: Digest,
+        /// Its position in the manifest, from 0.
+        index: u32,
+        expected: Digest,
+        actual: Digest,
+    },
+
+    /// A pulled layer could not be uncompressed to check its `diff_id`.
+    /// The image was not recorded.
+    #[error("layer {layer} from {registry}/{repository} could not be uncompressed")]
+    LayerUnreadable {
+        registry: String,
+        repository: String,
+        layer: Digest,
+        #[source]
+        source: Box<kiln_cache::ExtractError>,
+    },
+
+    /// Manifest indexes nested more than
+    /// [`MAX_INDEX_DEPTH`](crate::MAX_INDEX_DEPTH) levels deep, or an index
+    /// reached again through its own entries.
+    #[error("manifest index {} in {registry}/{repository}: {digest}",
+        if *cycle { "refers to itself".to_owned() } else { format!("nests too deeply (more than {limit} levels)") })]
+    IndexNesting {
+        registry: String,
+        repository: String,
+        /// The index that was one too many, or seen before.
+        digest: Digest,
+        /// Seen before (a loop) rather than too deep.
+        cycle: bool,
+        limit: usize,
+    },
+
     /// A manifest or index could not be parsed.
     #[error("invalid manifest {reference} from {registry}/{repository}: {reason}")]
     InvalidManifest {
@@ -231,7 +315,9 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same request may succeed.
+    /// Whether retrying the same request may succeed. Not for
+    /// [`Error::TransferStalled`]: a stall is retried at most once (see
+    /// `Client::may_retry`).
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             Error::ConnectionRefused { .. } | Error::Timeout { .. } | Error::Network { .. } => true,

@@ -6,15 +6,19 @@
 //! Owns: HTTP transport (HTTPS, verified against the system's roots and
 //! the host's `certs.d` CAs; for loopback and configured insecure hosts,
 //! as Docker does, HTTPS without verification first and plain HTTP when
-//! the server does not speak TLS; timeouts; retries with backoff),
+//! the server does not speak TLS; timeouts; a minimum transfer rate
+//! measured over a sliding window; retries with backoff),
 //! authentication (anonymous, Basic, Bearer tokens cached per registry and
 //! scope), credentials (`~/.docker/config.json` and credential helpers,
 //! read and written), and the distribution API (manifests, blobs, uploads,
 //! mounts, tags, catalog) and Docker Hub's v1 search API.
 //!
 //! Blobs are streamed into the [`kiln_cache::Store`], verified against
-//! their digest as they arrive; manifests are stored and pushed as the
-//! exact bytes received.
+//! their digest as they arrive; a pulled layer is also decompressed as it
+//! arrives and must hash to its `diff_id` in the image configuration
+//! before it is stored. Manifests are stored and pushed as the exact
+//! bytes received; nested indexes are followed at most
+//! [`MAX_INDEX_DEPTH`] levels deep.
 //!
 //! Must not depend on: the frontend, the solver or the runtime.
 //!
@@ -42,6 +46,7 @@ mod error;
 pub mod manifest;
 mod pull;
 mod push;
+mod rate;
 mod search;
 
 pub use auth::{Challenge, parse_challenge};
@@ -50,7 +55,7 @@ pub use client::{
     is_loopback_host,
 };
 pub use credentials::{Credential, CredentialError, CredentialStore};
-pub use error::{DOCKER_HUB_RATE_LIMIT_HINT, Error, LOGIN_HINT, Result};
-pub use pull::{PullEvent, PullOptions, PullProgress, PullResult};
+pub use error::{DOCKER_HUB_RATE_LIMIT_HINT, Error, LOGIN_HINT, Result, Transferred};
+pub use pull::{MAX_INDEX_DEPTH, PullEvent, PullOptions, PullProgress, PullResult};
 pub use push::{PushEvent, PushProgress, PushResult};
 pub use search::{DOCKER_HUB_INDEX_HOST, MAX_SEARCH_LIMIT, SearchResult};

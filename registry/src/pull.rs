@@ -1,22 +1,33 @@
-//! Pulling: reference → manifest (via an index, for the wanted platform) →
-//! config and layers streamed into the store, verified as they arrive.
+//! Pulling: reference → manifest (via an index, for the wanted platform;
+//! nested indexes at most [`MAX_INDEX_DEPTH`] deep) → config and layers
+//! streamed into the store, verified as they arrive: each blob against its
+//! digest and size, and each layer, uncompressed on a second thread while
+//! it downloads, against the configuration's `diff_id` at its position.
+//! A layer is stored only once both match, and the image is recorded only
+//! once every layer is stored. Layers already in the store are not
+//! checked again (they were when they were pulled).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kiln_cache::{ImageRecord, Store};
-use kiln_oci::digest::VerifyError;
+use kiln_cache::{Compression, ImageRecord, Store};
+use kiln_oci::digest::{DigestVerifier, Sha256Writer, VerifyError};
 use kiln_oci::{Digest, Platform, Reference};
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use crate::client::{Client, Endpoint, Target, classify};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transferred};
 use crate::manifest::{
     self, Descriptor, Document, MANIFEST_ACCEPT, is_image_manifest, is_index, select_platform,
 };
+use crate::rate::{Stall, Watchdog, next_chunk};
+
+/// How many manifest indexes deep a pull follows nested indexes (the
+/// index a tag names counts as one).
+pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// Per-layer progress of a pull.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,29 +155,18 @@ impl Client {
             .fetch_manifest(ep, &repo, &tag_or_digest, reference.digest())
             .await?;
         let mut documents = vec![(top.bytes.clone(), top.digest.clone())];
-        let image = if is_index(&top.media_type) {
-            let entries = top.doc.manifests.clone().unwrap_or_default();
-            let wanted = options.platform.clone().unwrap_or_else(Platform::host);
-            let chosen =
-                select_platform(&entries, &wanted).ok_or_else(|| Error::NoMatchingPlatform {
-                    reference: reference.familiar_string(),
-                    platform: wanted.to_string(),
-                    available: manifest::platforms(&entries),
-                })?;
-            tracing::debug!(digest = %chosen.digest, platform = %wanted, "selected manifest from index");
-            let child = self
-                .fetch_manifest(ep, &repo, chosen.digest.as_str(), Some(&chosen.digest))
-                .await?;
-            if !is_image_manifest(&child.media_type) {
-                return Err(self.unsupported(ep, &repo, chosen.digest.as_str(), &child));
-            }
-            documents.push((child.bytes.clone(), child.digest.clone()));
-            child
-        } else if is_image_manifest(&top.media_type) {
-            top
-        } else {
-            return Err(self.unsupported(ep, &repo, &tag_or_digest, &top));
-        };
+        let wanted = options.platform.clone().unwrap_or_else(Platform::host);
+        let image = self
+            .resolve_image(
+                ep,
+                &repo,
+                reference,
+                &tag_or_digest,
+                top,
+                &wanted,
+                &mut documents,
+            )
+            .await?;
         let invalid = |reason: &str| Error::InvalidManifest {
             registry: ep.host.clone(),
             repository: repo.clone(),
@@ -183,7 +183,8 @@ impl Client {
         // Config first (small, and not shown), then the layers in parallel.
         let mut updated = false;
         if !store.has_blob(&config.digest)? {
-            self.download_blob(ep, &repo, store, &config, None).await?;
+            self.download_blob(ep, &repo, store, &config, None, None)
+                .await?;
             updated = true;
         }
         // As `docker pull`: a config kiln cannot read (a value of the wrong
@@ -223,8 +224,18 @@ impl Client {
         updated |= !missing.is_empty();
         let concurrency = self.inner.config.concurrency.max(1);
         let repo_ref = repo.as_str();
+        let (layers_ref, diff_ids) = (&layers, &image_config.rootfs.diff_ids);
         let mut downloads = futures::stream::iter(missing.into_iter().map(|layer| async move {
-            self.download_blob(ep, repo_ref, store, layer, Some(progress))
+            // Every position of the layer in the manifest: a layer listed
+            // twice must uncompress to the diff id of both.
+            let expected: Vec<(usize, Digest)> = layers_ref
+                .iter()
+                .zip(diff_ids)
+                .enumerate()
+                .filter(|(_, (l, _))| l.digest == layer.digest)
+                .map(|(i, (_, d))| (i, d.clone()))
+                .collect();
+            self.download_blob(ep, repo_ref, store, layer, Some(&expected), Some(progress))
                 .await?;
             progress(PullEvent {
                 layer: layer.digest.clone(),
@@ -272,6 +283,69 @@ impl Client {
             image: record,
             updated,
         })
+    }
+
+    /// The image manifest for `wanted` that `top` leads to: `top` itself,
+    /// or the entry an index picks, following indexes nested in indexes
+    /// (an index entry is taken only when no image manifest of this level
+    /// matches) at most [`MAX_INDEX_DEPTH`] levels deep. Every index on
+    /// the way is added to `documents`.
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve_image(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        reference: &Reference,
+        tag_or_digest: &str,
+        top: Fetched,
+        wanted: &Platform,
+        documents: &mut Vec<(Vec<u8>, Digest)>,
+    ) -> Result<Fetched> {
+        let mut current = top;
+        let mut name = tag_or_digest.to_owned();
+        let mut seen = vec![current.digest.clone()];
+        loop {
+            if is_image_manifest(&current.media_type) {
+                return Ok(current);
+            }
+            if !is_index(&current.media_type) {
+                return Err(self.unsupported(ep, repo, &name, &current));
+            }
+            let entries = current.doc.manifests.clone().unwrap_or_default();
+            let chosen = select_platform(&entries, wanted)
+                .or_else(|| select_nested_index(&entries, wanted))
+                .ok_or_else(|| Error::NoMatchingPlatform {
+                    reference: reference.familiar_string(),
+                    platform: wanted.to_string(),
+                    available: manifest::platforms(&entries),
+                })?;
+            let nesting = |cycle| Error::IndexNesting {
+                registry: ep.host.clone(),
+                repository: repo.to_owned(),
+                digest: chosen.digest.clone(),
+                cycle,
+                limit: MAX_INDEX_DEPTH,
+            };
+            if seen.contains(&chosen.digest) {
+                return Err(nesting(true));
+            }
+            // `seen` holds the indexes so far: one more may only be an
+            // image manifest.
+            if seen.len() >= MAX_INDEX_DEPTH && is_index(&chosen.media_type) {
+                return Err(nesting(false));
+            }
+            tracing::debug!(digest = %chosen.digest, platform = %wanted, "selected manifest from index");
+            let child = self
+                .fetch_manifest(ep, repo, chosen.digest.as_str(), Some(&chosen.digest))
+                .await?;
+            if is_index(&child.media_type) && seen.len() >= MAX_INDEX_DEPTH {
+                return Err(nesting(false));
+            }
+            seen.push(child.digest.clone());
+            documents.push((child.bytes.clone(), child.digest.clone()));
+            name = chosen.digest.to_string();
+            current = child;
+        }
     }
 
     fn unsupported(&self, ep: &Endpoint, repo: &str, reference: &str, f: &Fetched) -> Error {
@@ -330,7 +404,13 @@ impl Client {
         let url_text = resp.url().to_string();
         let mut bytes = Vec::new();
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
+        let mut watchdog = Watchdog::new(&self.inner.config);
+        while let Some(chunk) = next_chunk(&mut stream, &mut watchdog)
+            .await
+            .map_err(|stall| {
+                self.stalled(ep, repo, Transferred::Manifest(reference.to_owned()), stall)
+            })?
+        {
             let chunk = chunk.map_err(|e| classify(&ep.host, &url_text, e))?;
             if (bytes.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
@@ -364,24 +444,29 @@ impl Client {
         })
     }
 
-    /// Downloads a blob into the store, retrying transient failures. A
-    /// failed attempt leaves nothing visible.
+    /// Downloads a blob into the store, retrying transient failures (a
+    /// stall at most once). A failed attempt leaves nothing visible. With
+    /// `diff_ids` (a layer: its positions in the manifest and the diff ids
+    /// the configuration gives there), the blob is uncompressed as it
+    /// arrives and stored only if it hashes to each of them.
     async fn download_blob(
         &self,
         ep: &Endpoint,
         repo: &str,
         store: &Store,
         desc: &Descriptor,
+        diff_ids: Option<&[(usize, Digest)]>,
         progress: Option<&(dyn Fn(PullEvent) + Send + Sync)>,
     ) -> Result<()> {
         let mut attempt = 0;
+        let mut stalls = 0;
         loop {
             match self
-                .try_download_blob(ep, repo, store, desc, progress)
+                .try_download_blob(ep, repo, store, desc, diff_ids, progress)
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt < self.inner.config.max_retries => {
+                Err(e) if self.may_retry(&e, attempt, &mut stalls) => {
                     let delay = self.backoff(attempt);
                     tracing::warn!(digest = %desc.digest, error = %e, ?delay, "blob download failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -398,6 +483,7 @@ impl Client {
         repo: &str,
         store: &Store,
         desc: &Descriptor,
+        diff_ids: Option<&[(usize, Digest)]>,
         progress: Option<&(dyn Fn(PullEvent) + Send + Sync)>,
     ) -> Result<()> {
         let url = ep.url(&format!("v2/{repo}/blobs/{}", desc.digest))?;
@@ -430,23 +516,32 @@ impl Client {
         report(PullProgress::Downloading { current: 0, total });
 
         // The store writes synchronously: feed it from a blocking task
-        // through a bounded channel, so hashing and disk writes stay off the
-        // async workers.
+        // through a bounded channel, so hashing, uncompressing and disk
+        // writes stay off the async workers.
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
         let writer_store = store.clone();
         let digest = desc.digest.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            let reader = ChannelReader {
-                rx,
-                current: Bytes::new(),
-            };
-            writer_store.write_blob(reader, Some(&digest), Some(total))
+        let diff_ids = diff_ids.map(<[_]>::to_vec);
+        let writer = tokio::task::spawn_blocking(move || match diff_ids {
+            Some(diff_ids) => write_layer(&writer_store, rx, &digest, total, &diff_ids),
+            None => write_blob(&writer_store, rx, &digest, total),
         });
         let mut stream = resp.bytes_stream();
+        let mut watchdog = Watchdog::new(&self.inner.config);
         let mut received = 0u64;
         let mut last_report = Instant::now();
         let mut net_error = None;
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let chunk = match next_chunk(&mut stream, &mut watchdog).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(stall) => {
+                    net_error =
+                        Some(self.stalled(ep, repo, Transferred::Blob(desc.digest.clone()), stall));
+                    let _ = tx.send(Err(io::Error::other("the download stalled"))).await;
+                    break;
+                }
+            };
             match chunk {
                 Ok(chunk) => {
                     received += chunk.len() as u64;
@@ -484,20 +579,212 @@ impl Client {
             source,
         };
         match written {
-            Ok(_) => {}
-            Err(kiln_cache::Error::Verify { source, .. }) => return Err(mismatch(source)),
-            Err(kiln_cache::Error::TooLarge { expected, .. }) => {
+            Ok(()) => {}
+            Err(WriteFailure::Verify(source)) => return Err(mismatch(source)),
+            Err(WriteFailure::TooLarge) => {
                 return Err(mismatch(VerifyError::SizeMismatch {
-                    expected,
+                    expected: total,
                     actual: received,
                 }));
             }
-            Err(e) => return Err(e.into()),
+            Err(WriteFailure::Store(e)) => return Err(e.into()),
+            Err(WriteFailure::DiffId {
+                index,
+                expected,
+                actual,
+            }) => {
+                return Err(Error::DiffIdMismatch {
+                    registry: ep.host.clone(),
+                    repository: repo.to_owned(),
+                    layer: desc.digest.clone(),
+                    index,
+                    expected,
+                    actual,
+                });
+            }
+            Err(WriteFailure::Unreadable(source)) => {
+                return Err(Error::LayerUnreadable {
+                    registry: ep.host.clone(),
+                    repository: repo.to_owned(),
+                    layer: desc.digest.clone(),
+                    source: Box::new(source),
+                });
+            }
         }
         report(PullProgress::DownloadComplete);
         tracing::debug!(digest = %desc.digest, size = total, "downloaded blob");
         Ok(())
     }
+
+    /// The error for a download that stalled.
+    fn stalled(&self, ep: &Endpoint, repo: &str, what: Transferred, stall: Stall) -> Error {
+        let config = &self.inner.config;
+        Error::TransferStalled {
+            registry: ep.host.clone(),
+            repository: repo.to_owned(),
+            what,
+            pushing: false,
+            bytes: stall.bytes,
+            rate: stall.rate(),
+            window: config.min_rate_window,
+            minimum: config.min_rate_bytes_per_sec,
+        }
+    }
+}
+
+/// Why a blob was not stored.
+enum WriteFailure {
+    /// Reading, writing or committing failed (or the download broke off).
+    Store(kiln_cache::Error),
+    /// The content does not match the descriptor's digest or size.
+    Verify(VerifyError),
+    /// More bytes arrived than the descriptor's size.
+    TooLarge,
+    /// The layer uncompresses to another diff id than the configuration's
+    /// at `index`.
+    DiffId {
+        index: u32,
+        expected: Digest,
+        actual: Digest,
+    },
+    /// The layer could not be uncompressed.
+    Unreadable(kiln_cache::ExtractError),
+}
+
+/// Stores the chunks from `rx` as blob `digest` of `size` bytes.
+fn write_blob(
+    store: &Store,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), WriteFailure> {
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+    };
+    match store.write_blob(reader, Some(digest), Some(size)) {
+        Ok(_) => Ok(()),
+        Err(kiln_cache::Error::Verify { source, .. }) => Err(WriteFailure::Verify(source)),
+        Err(kiln_cache::Error::TooLarge { .. }) => Err(WriteFailure::TooLarge),
+        Err(e) => Err(WriteFailure::Store(e)),
+    }
+}
+
+/// Stores the chunks from `rx` as layer blob `digest` of `size` bytes,
+/// uncompressing them on a second thread as they arrive: the blob is
+/// committed only if it matches `digest` and `size` and uncompresses to
+/// the diff id at each of its `diff_ids` positions, so pulling the same
+/// image again does not find the refused layer present and skip it.
+fn write_layer(
+    store: &Store,
+    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    digest: &Digest,
+    size: u64,
+    diff_ids: &[(usize, Digest)],
+) -> Result<(), WriteFailure> {
+    let blob = store.blob_writer().map_err(WriteFailure::Store)?;
+    let mut verifier = DigestVerifier::with_size(blob, digest.clone(), size);
+    let write_error = |source: io::Error| {
+        if source.kind() == io::ErrorKind::InvalidData {
+            // The verifier cuts off a stream longer than `size` so.
+            WriteFailure::TooLarge
+        } else {
+            WriteFailure::Store(kiln_cache::Error::Io {
+                action: "write a blob into",
+                path: store.ingest_dir(),
+                source,
+            })
+        }
+    };
+    let (uncompressed, copied) = std::thread::scope(|scope| {
+        let (htx, hrx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+        let hasher = scope.spawn(move || uncompressed_digest(hrx));
+        let mut htx = Some(htx);
+        let mut copied = Ok(());
+        while let Some(item) = rx.blocking_recv() {
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    copied = Err(write_error(e));
+                    break;
+                }
+            };
+            if let Err(e) = verifier.write_all(&chunk) {
+                copied = Err(write_error(e));
+                break;
+            }
+            // The hasher stops reading early for an uncompressed layer
+            // (its diff id is its digest) or a broken stream.
+            if htx
+                .as_ref()
+                .is_some_and(|tx| tx.blocking_send(Ok(chunk)).is_err())
+            {
+                htx = None;
+            }
+        }
+        drop(htx);
+        let uncompressed = hasher.join().unwrap_or_else(|_| {
+            Err(kiln_cache::ExtractError::Read {
+                source: io::Error::other("the uncompressing thread panicked"),
+            })
+        });
+        (uncompressed, copied)
+    });
+    copied?;
+    let (blob, _) = verifier.verify().map_err(WriteFailure::Verify)?;
+    let actual = match uncompressed {
+        Ok(Some(d)) => d,
+        Ok(None) => digest.clone(),
+        Err(e) => return Err(WriteFailure::Unreadable(e)),
+    };
+    if let Some((index, expected)) = diff_ids.iter().find(|(_, d)| *d != actual) {
+        return Err(WriteFailure::DiffId {
+            index: u32::try_from(*index).unwrap_or(u32::MAX),
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    blob.commit_as(digest).map_err(WriteFailure::Store)?;
+    Ok(())
+}
+
+/// The sha256 of the uncompressed stream of the chunks from `rx`; `None`
+/// for an uncompressed stream (whose diff id is its own digest), without
+/// reading further.
+fn uncompressed_digest(
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+) -> Result<Option<Digest>, kiln_cache::ExtractError> {
+    let reader = ChannelReader {
+        rx,
+        current: Bytes::new(),
+    };
+    let (compression, mut stream) = kiln_cache::decompress(reader)?;
+    if compression == Compression::None {
+        return Ok(None);
+    }
+    let mut hasher = Sha256Writer::default();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(kiln_cache::ExtractError::Read { source }),
+        };
+        // Writing to a hasher cannot fail.
+        let _ = hasher.write_all(&buf[..n]);
+    }
+    Ok(Some(hasher.finish().0))
+}
+
+/// The nested index to look into when an index has no image manifest
+/// for `wanted`: the best entry for it among those with a platform, else
+/// the first without one.
+fn select_nested_index<'a>(entries: &'a [Descriptor], wanted: &Platform) -> Option<&'a Descriptor> {
+    let nested = || entries.iter().filter(|d| is_index(&d.media_type));
+    wanted
+        .pick(nested().filter_map(|d| d.platform.as_ref().map(|p| (d, p))))
+        .or_else(|| nested().find(|d| d.platform.is_none()))
 }
 
 /// Docker normalisation, with `:latest` when there is neither tag nor
@@ -507,7 +794,8 @@ pub(crate) fn normalize(reference: &Reference) -> Reference {
         .unwrap_or_else(|_| reference.with_default_tag())
 }
 
-/// A blocking reader over the chunks a download task sends.
+/// A blocking reader over the chunks a download task (or the blob writer)
+/// sends.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,

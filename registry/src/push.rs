@@ -1,12 +1,12 @@
 //! Pushing: blobs (skipped when present, mounted from another repository
 //! when possible, uploaded otherwise) in parallel, then the manifest bytes
-//! exactly as stored.
+//! exactly as stored. An upload whose body goes out slower than the
+//! minimum rate fails (see the `rate` module).
 
 use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -16,9 +16,10 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::{Body, Method, Response, StatusCode, Url};
 
 use crate::client::{Client, Endpoint, Target};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Transferred};
 use crate::manifest::{Descriptor, Document, is_index};
 use crate::pull::normalize;
+use crate::rate::UploadMeter;
 
 /// Per-layer progress of a push.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,6 +298,7 @@ impl Client {
             }
         }
         let mut attempt = 0;
+        let mut stalls = 0;
         loop {
             let start = match session.take() {
                 Some(s) => s,
@@ -307,7 +309,7 @@ impl Client {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if e.is_transient() && attempt < self.inner.config.max_retries => {
+                Err(e) if self.may_retry(&e, attempt, &mut stalls) => {
                     let delay = self.backoff(attempt);
                     tracing::warn!(digest = %desc.digest, error = %e, ?delay, "upload failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -380,21 +382,11 @@ impl Client {
                 .body(body))
         };
         let put = self.send(ep, &scopes, Method::PUT, &url, &build);
-        tokio::pin!(put);
-        let mut ticker = tokio::time::interval(Duration::from_millis(100));
-        let mut last = u64::MAX;
-        let resp = loop {
-            tokio::select! {
-                resp = &mut put => break resp?,
-                _ = ticker.tick() => {
-                    let current = sent.load(Ordering::Relaxed).min(total);
-                    if current != last {
-                        last = current;
-                        report(PushProgress::Pushing { current, total });
-                    }
-                }
-            }
-        };
+        let resp = self
+            .watch_upload(ep, repo, desc, put, &sent, total, &|current| {
+                report(PushProgress::Pushing { current, total });
+            })
+            .await?;
         if resp.status().is_success() {
             report(PushProgress::Pushing {
                 current: total,
@@ -436,13 +428,22 @@ impl Client {
             let len = chunk_size.min(total - offset);
             let chunk = read_range(store, &desc.digest, offset, len).await?;
             let range = format!("{}-{}", offset, offset + len - 1);
+            let sent = Arc::new(AtomicU64::new(0));
+            let build = |rb: reqwest::RequestBuilder| {
+                sent.store(0, Ordering::Relaxed);
+                Ok(rb
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_RANGE, range.as_str())
+                    .header(header::CONTENT_LENGTH, HeaderValue::from(len))
+                    .body(counted_body(chunk.clone(), sent.clone())))
+            };
+            let patch = self.send(ep, &scopes, Method::PATCH, &session, &build);
             let resp = self
-                .send(ep, &scopes, Method::PATCH, &session, &|rb| {
-                    Ok(rb
-                        .header(header::CONTENT_TYPE, "application/octet-stream")
-                        .header(header::CONTENT_RANGE, range.as_str())
-                        .header(header::CONTENT_LENGTH, HeaderValue::from(len))
-                        .body(chunk.clone()))
+                .watch_upload(ep, repo, desc, patch, &sent, len, &|current| {
+                    report(PushProgress::Pushing {
+                        current: offset + current,
+                        total,
+                    });
                 })
                 .await?;
             let resp = self
@@ -473,6 +474,67 @@ impl Client {
             .await?;
         Ok(())
     }
+
+    /// Awaits `request`, an upload of `total` body bytes that counts those
+    /// handed to the connection in `sent`: reports the count to `progress`
+    /// as it grows and fails with [`Error::TransferStalled`] when it grows
+    /// slower than the configured minimum rate.
+    #[allow(clippy::too_many_arguments)]
+    async fn watch_upload(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        desc: &Descriptor,
+        request: impl Future<Output = Result<Response>>,
+        sent: &AtomicU64,
+        total: u64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Response> {
+        let config = &self.inner.config;
+        let mut meter = UploadMeter::new(config);
+        let mut ticker = tokio::time::interval(meter.interval());
+        let mut last = u64::MAX;
+        tokio::pin!(request);
+        loop {
+            tokio::select! {
+                resp = &mut request => return resp,
+                _ = ticker.tick() => {
+                    let current = sent.load(Ordering::Relaxed).min(total);
+                    if current != last {
+                        last = current;
+                        progress(current);
+                    }
+                    if let Some(stall) = meter.observe(current, total) {
+                        return Err(Error::TransferStalled {
+                            registry: ep.host.clone(),
+                            repository: repo.to_owned(),
+                            what: Transferred::Blob(desc.digest.clone()),
+                            pushing: true,
+                            bytes: stall.bytes,
+                            rate: stall.rate(),
+                            window: config.min_rate_window,
+                            minimum: config.min_rate_bytes_per_sec,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A streamed request body of `bytes`, in pieces, counting those handed
+/// to the connection in `sent`.
+fn counted_body(bytes: Bytes, sent: Arc<AtomicU64>) -> Body {
+    const PIECE: usize = 64 << 10;
+    let pieces: Vec<Bytes> = (0..bytes.len())
+        .step_by(PIECE)
+        .map(|i| bytes.slice(i..bytes.len().min(i + PIECE)))
+        .collect();
+    let stream = futures::stream::iter(pieces).map(move |piece| {
+        sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+        Ok::<_, std::io::Error>(piece)
+    });
+    Body::wrap_stream(stream)
 }
 
 /// The upload session URL of a response: its `Location`, absolute or

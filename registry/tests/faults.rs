@@ -13,19 +13,6 @@ use common::servers::ThrottleProxy;
 use common::*;
 use kiln_registry::{Client, ClientConfig, Error, PullOptions};
 
-/// Bytes that do not compress and are the same every run.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
