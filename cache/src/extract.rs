@@ -412,6 +412,9 @@ fn clean_path(raw: &[u8], clamp: bool) -> Result<Vec<&[u8]>, &'static str> {
                     return Err("path escapes the root with '..'");
                 }
             }
+            // Linux's NAME_MAX: said plainly rather than as the failure of
+            // whichever system call meets it first.
+            _ if comp.len() > 255 => return Err("a file name is longer than 255 bytes"),
             _ => out.push(comp),
         }
     }
@@ -1626,6 +1629,8 @@ mod tests {
         );
         assert_eq!(clean_path(b"a/../../x", true).unwrap(), [&b"x"[..]]);
         assert!(clean_path(b"..", true).unwrap().is_empty());
+        let long = format!("dir/{}", "n".repeat(300));
+        assert!(clean_path(long.as_bytes(), false).is_err());
     }
 
     #[test]
@@ -1946,7 +1951,7 @@ mod tests {
         );
         let message = err.to_string();
         assert!(
-            message.contains("needs more than 5999 bytes of file data"),
+            message.contains("needs more than the 5999 bytes of file data allowed"),
             "{message}"
         );
         assert!(
@@ -2002,7 +2007,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "tar entry \"big\": the layer needs more than 10 bytes of file data, what is free on the filesystem of /x (less a margin); free some space and try again"
+            "tar entry \"big\": the archive needs more space than is free on the filesystem of /x (budget 10 bytes of file data: the free space less a margin); free some space and try again"
         );
     }
 }
