@@ -254,9 +254,8 @@ pub enum ExtractError {
     /// [`ExtractOptions::max_entries`](crate::ExtractOptions::max_entries)).
     /// Nothing past the entry was written.
     #[error(
-        "tar entry {entry:?}: the layer needs more than {limit} {}{}",
-        if *files { "files" } else { "bytes of file data" },
-        budget_where(dest, *free_space)
+        "tar entry {entry:?}: {}",
+        budget_message(dest, *limit, *files, *free_space)
     )]
     Budget {
         entry: String,
@@ -271,13 +270,20 @@ pub enum ExtractError {
     },
 }
 
-fn budget_where(dest: &std::path::Path, free_space: bool) -> String {
-    if free_space {
-        format!(
-            ", what is free on the filesystem of {} (less a margin); free some space and try again",
-            dest.display()
-        )
-    } else {
-        format!(", the limit set for extracting into {}", dest.display())
+fn budget_message(dest: &std::path::Path, limit: u64, files: bool, free_space: bool) -> String {
+    let dest = dest.display();
+    match (files, free_space) {
+        (false, true) => format!(
+            "the archive needs more space than is free on the filesystem of {dest} (budget {limit} bytes of file data: the free space less a margin); free some space and try again"
+        ),
+        (true, true) => format!(
+            "the archive needs more files than the filesystem of {dest} has free inodes for (budget {limit} files: the free inodes less a margin); free some and try again"
+        ),
+        (false, false) => format!(
+            "the archive needs more than the {limit} bytes of file data allowed for extracting into {dest}"
+        ),
+        (true, false) => format!(
+            "the archive needs more than the {limit} files allowed for extracting into {dest}"
+        ),
     }
 }
