@@ -21,6 +21,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# Formatting, lints and docs first: they fail fastest.
+if command -v rustup >/dev/null; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 cargo test --workspace --locked "$@"
 # The CLI's container, build, network and fault-injection tests again with
 # runc instead of the default embedded runtime (fewer kills per operation

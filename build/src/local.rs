@@ -186,14 +186,17 @@ pub(crate) fn select(root: &Path, sel: &Selection<'_>) -> Result<Vec<Entry>> {
     // rounds cover chains of links.
     for _ in 0..8 {
         out.clear();
-        walk(
+        let scope = Scope {
             root,
+            sel,
+            follow: &follow,
+        };
+        walk(
+            &scope,
             "",
             None,
             follow.is_empty(),
             sel.include.is_empty(),
-            sel,
-            &follow,
             &mut out,
         )?;
         let mut extra = Vec::new();
@@ -264,22 +267,30 @@ fn links_in_parents(root: &Path, follow: &[String]) -> Vec<String> {
     out
 }
 
+/// What a walk of a local source covers: its root, the selection and the
+/// paths whose symbolic links are followed.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    root: &'a Path,
+    sel: &'a Selection<'a>,
+    follow: &'a [String],
+}
+
 /// Returns whether anything at or below `dir` was selected.
 ///
 /// Entries are stat'ed relative to their directory's handle (no path
 /// lookup from the root per file), and subdirectories are walked in
 /// parallel; the output keeps the sorted depth-first order.
 fn walk(
-    root: &Path,
+    scope: &Scope<'_>,
     dir: &str,
     dir_raw: Option<&Path>,
     follow_all: bool,
     include_all: bool,
-    sel: &Selection<'_>,
-    follow: &[String],
     out: &mut Vec<Entry>,
 ) -> Result<bool> {
     use rayon::prelude::*;
+    let Scope { root, sel, follow } = *scope;
 
     let host = match dir_raw {
         Some(raw) => root.join(raw),
@@ -396,7 +407,7 @@ fn walk(
         .into_par_iter()
         .map(|(rel, raw, f_all, i_all)| {
             let mut sub = Vec::new();
-            walk(root, rel, raw, f_all, i_all, sel, follow, &mut sub).map(|any| (sub, any))
+            walk(scope, rel, raw, f_all, i_all, &mut sub).map(|any| (sub, any))
         })
         .collect::<Result<_>>()?;
 

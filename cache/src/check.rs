@@ -309,7 +309,7 @@ fn age_of(path: &Path, now: SystemTime) -> io::Result<(fs::Metadata, Duration)> 
 }
 
 impl Store {
-    /// Checks the whole store (see the [module docs](self)) and, with
+    /// Checks the whole store (see the `check` module's documentation) and, with
     /// `repair`, fixes what can be fixed safely.
     ///
     /// Fails only when the store itself cannot be walked (an unreadable

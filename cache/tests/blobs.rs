@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::Read;
-use std::time::Duration;
 
 use kiln_cache::{Error, FORMAT_VERSION, Store};
 use kiln_oci::Digest;

@@ -1,5 +1,8 @@
 //! The `kiln` binary: parses arguments, calls one library function per
 //! command, prints the result. Exit codes are documented in README.md.
+// Doc comments on the argument structs are clap's help text, written for
+// the terminal (`IMAGE[:tag]`, `<id>`), not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod buildprogress;
 mod commands;

@@ -257,15 +257,19 @@ impl Drop for Env {
     }
 }
 
+type Prepare<'a> = Box<dyn Fn(&Env, usize) + 'a>;
+type Args<'a> = Box<dyn Fn(usize) -> Vec<String> + 'a>;
+type Verify<'a> = Box<dyn Fn(&Env, usize, &str) + 'a>;
+
 /// One operation under test.
 struct Op<'a> {
     name: &'a str,
     /// Before each attempt (not timed, not killed).
-    prepare: Box<dyn Fn(&Env, usize) + 'a>,
+    prepare: Prepare<'a>,
     /// The command, for attempt `i`.
-    args: Box<dyn Fn(usize) -> Vec<String> + 'a>,
-    /// After the retry succeeded: checks its result.
-    verify: Box<dyn Fn(&Env, usize, &str) + 'a>,
+    args: Args<'a>,
+    /// After the retry succeeded: checks its result (its stdout).
+    verify: Verify<'a>,
 }
 
 const SIGINT: i32 = 2;

@@ -175,7 +175,7 @@ pub enum BuildError {
         reason: String,
     },
     #[error("failed to set up the build: {0}")]
-    Worker(#[source] kiln_build::Error),
+    Worker(#[source] Box<kiln_build::Error>),
     #[error("failed to export the image: {0}")]
     Export(#[source] kiln_exporter::Error),
     #[error("failed to write {path}: {source}")]
@@ -490,7 +490,7 @@ async fn build_unsynced(
         runtime: req.runtime.clone(),
         source_date_epoch: req.source_date_epoch,
     };
-    let worker = Worker::new(store.clone(), worker_config).map_err(BuildError::Worker)?;
+    let worker = Worker::new(store.clone(), worker_config).map_err(|e| BuildError::Worker(Box::new(e)))?;
     let mut solver_options = SolverOptions {
         events,
         ..SolverOptions::default()
@@ -697,7 +697,7 @@ fn layer_inputs(store: &Store, fs: &FsRef) -> Result<Vec<LayerInput>, BuildError
         .map(|l| match &l.blob {
             // A source's snapshot as a whole root filesystem: its tar now.
             None => {
-                kiln_build::layer_blob(store, l).map_err(BuildError::Worker)?;
+                kiln_build::layer_blob(store, l).map_err(|e| BuildError::Worker(Box::new(e)))?;
                 Ok(LayerInput::blob(l.diff_id.clone()))
             }
             Some(b) if b.digest == l.diff_id => Ok(LayerInput::blob(l.diff_id.clone())),

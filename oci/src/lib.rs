@@ -2,7 +2,7 @@
 //!
 //! The OCI vocabulary every other kiln crate speaks: content digests
 //! ([`Digest`]), image references with Docker's normalisation
-//! ([`reference`]), and platforms.
+//! ([`reference`](mod@reference)), and platforms.
 //!
 //! Owns: parsing and validation of these values, so that nothing else in
 //! kiln handles a digest or a reference as a raw string.
