@@ -539,21 +539,18 @@ impl Store {
 }
 
 /// Whether the process that made the lease at `dir` still holds its lock.
-/// A lease still being created (`.new-…`) without a lock file yet counts
-/// as live.
+/// A lease still being set up (`.new-…`, renamed into place once its lock
+/// is held) counts as live for a minute, whatever its lock file says.
 fn owner_lives(dir: &Path) -> bool {
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-    {
+    let staging = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(NEW_PREFIX));
+    if staging && fresh(dir) {
+        return true;
+    }
+    let file = match OpenOptions::new().read(true).write(true).open(dir.join(LOCK_FILE)) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return dir
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(NEW_PREFIX))
-                && fresh(dir);
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
         Err(_) => return true,
     };
     match file.try_lock() {

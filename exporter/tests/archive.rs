@@ -87,7 +87,10 @@ fn docker_archive_round_trip() {
             .any(|e| matches!(e, Progress::ImageLoaded { .. }))
     );
 
-    // Loading again changes nothing and rewrites no blob.
+    // Loading again changes nothing and rewrites no blob an image uses
+    // (blobs of the archive no image uses are not kept, so they come in
+    // again and go again).
+    let mut written = Vec::new();
     let again = load(&dst, &bytes[..], |p| {
         if let Progress::EntryDone {
             path,
@@ -95,13 +98,20 @@ fn docker_archive_round_trip() {
             ..
         } = p
             && path.starts_with("blobs/")
+            && !already_present
         {
-            assert!(already_present, "{path} rewritten");
+            written.push(path.clone());
         }
     })
     .unwrap();
     assert_eq!(again.len(), 2);
     assert_eq!(dst.images().unwrap().len(), 2);
+    for path in written {
+        let digest: kiln_oci::Digest = format!("sha256:{}", path.rsplit('/').next().unwrap())
+            .parse()
+            .unwrap();
+        assert!(!dst.has_blob(&digest).unwrap(), "{path} rewritten");
+    }
 }
 
 #[test]

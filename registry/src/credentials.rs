@@ -500,7 +500,10 @@ mod tests {
         paths.extend(std::env::split_paths(&old_path));
         // SAFETY: this is the only test in this binary touching PATH, and
         // other tests do not read it concurrently.
-        unsafe { std::env::set_var("PATH", std::env::join_paths(paths).unwrap()) };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("PATH", std::env::join_paths(paths).unwrap())
+        };
         let store = CredentialStore::at(dir.path());
         assert_eq!(
             store.get("reg.example").unwrap(),

@@ -12,6 +12,9 @@
 //! - A supervisor with no terminal of its own (`run -d -t`) makes one
 //!   ([`open_pty`]): the runtime gets the slave as its standard streams,
 //!   the supervisor logs what comes out of the master.
+// Terminal file descriptors received over a socket (SCM_RIGHTS) and
+// ioctls on them have no safe wrapper.
+#![allow(unsafe_code)]
 
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -25,6 +25,9 @@
 //! `process.terminal`, the container's pty master comes back over a
 //! console socket and the helper relays it to its own standard streams,
 //! which must be a terminal, as `runc run` does (see [`crate::console`]).
+// The helper forks (single-threaded) and calls into libc where
+// libcontainer and rustix offer no safe wrapper.
+#![allow(unsafe_code)]
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;

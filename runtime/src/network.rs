@@ -11,6 +11,8 @@
 //! one's slirp4netns exits when the pipe kiln holds closes, so it dies
 //! with kiln however kiln ends; the mounts a dead kiln leaves are removed
 //! by the next one ([`reap_stale`]).
+// pre_exec hooks for slirp4netns and poll(2) on its ready pipe.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::Read;

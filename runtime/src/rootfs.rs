@@ -21,6 +21,9 @@
 //! directory as the working directory of a helper thread that unshared its
 //! filesystem attributes (so the rest of the process keeps its own working
 //! directory). That is how Docker's overlay2 driver fits deep images.
+// unshare(CLONE_FS) of the calling thread, to mount relative to its own
+// working directory.
+#![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr};
 use std::io;

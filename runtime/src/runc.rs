@@ -12,6 +12,9 @@
 //! The container is always deleted afterwards (`runc delete --force`),
 //! also when the run is cancelled (`runc kill` first) or its future is
 //! dropped.
+// pre_exec hooks (dispositions, parent-death signal) of the OCI runtime's
+// process.
+#![allow(unsafe_code)]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! SIGQUIT ignored (a background job of a script); ignored dispositions
 //! survive `execve`, so without this `yes | head` spins forever in a RUN
 //! step.
+// Raw rt_sigaction: resetting every disposition, glibc's reserved
+// signals included, has no safe wrapper.
+#![allow(unsafe_code)]
 
 use nix::libc;
 
