@@ -548,7 +548,11 @@ fn owner_lives(dir: &Path) -> bool {
     if staging && fresh(dir) {
         return true;
     }
-    let file = match OpenOptions::new().read(true).write(true).open(dir.join(LOCK_FILE)) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
         Err(_) => return true,

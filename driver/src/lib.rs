@@ -490,7 +490,8 @@ async fn build_unsynced(
         runtime: req.runtime.clone(),
         source_date_epoch: req.source_date_epoch,
     };
-    let worker = Worker::new(store.clone(), worker_config).map_err(|e| BuildError::Worker(Box::new(e)))?;
+    let worker =
+        Worker::new(store.clone(), worker_config).map_err(|e| BuildError::Worker(Box::new(e)))?;
     let mut solver_options = SolverOptions {
         events,
         ..SolverOptions::default()
