@@ -51,6 +51,10 @@ fn prune(fx: &Fixture, options: PruneOptions) -> gc::PruneReport {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn two_workers_missing_one_key_run_it_once() {
     require_containers!();
     let fx = Fixture::new();
@@ -109,6 +113,10 @@ fn copy_all(g: &mut Graph, base: VertexId, ctx: VertexId) -> VertexId {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn misses_name_the_first_changed_file() {
     require_containers!();
     let fx = Fixture::new();
@@ -195,6 +203,10 @@ async fn misses_name_the_first_changed_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn hits_mark_records_used() {
     require_containers!();
     let fx = Fixture::new();
@@ -213,6 +225,10 @@ async fn hits_mark_records_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn prune_keeps_image_content_and_waits_for_builds() {
     require_containers!();
     let fx = Fixture::new();
@@ -275,6 +291,10 @@ async fn prune_keeps_image_content_and_waits_for_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn prune_filters_by_last_use_and_keeps_storage() {
     require_containers!();
     let fx = Fixture::new();
@@ -326,6 +346,10 @@ async fn prune_filters_by_last_use_and_keeps_storage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn prune_all_removes_cache_mounts() {
     require_containers!();
     let fx = Fixture::new();
@@ -372,6 +396,10 @@ async fn prune_all_removes_cache_mounts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn automatic_collection_honours_the_limit() {
     require_containers!();
     let fx = Fixture::new();

@@ -56,6 +56,10 @@ fn file_op(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn run_adds_a_layer_and_rebuilds_are_cached_across_workers() {
     require_containers!();
     let fx = Fixture::new();
@@ -97,6 +101,10 @@ async fn run_adds_a_layer_and_rebuilds_are_cached_across_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn failing_process_reports_buildkit_wording() {
     require_containers!();
     let fx = Fixture::new();
@@ -111,6 +119,10 @@ async fn failing_process_reports_buildkit_wording() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn copy_from_context_follows_buildkit_rules() {
     require_containers!();
     let fx = Fixture::new();
@@ -191,6 +203,10 @@ async fn copy_from_context_follows_buildkit_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn chown_by_name_and_chmod() {
     require_containers!();
     let fx = Fixture::new();
@@ -254,6 +270,10 @@ async fn chown_by_name_and_chmod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn add_unpacks_local_archives_and_heredoc_mkfile() {
     require_containers!();
     let fx = Fixture::new();
@@ -358,6 +378,10 @@ async fn add_unpacks_local_archives_and_heredoc_mkfile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
     require_containers!();
     let fx = Fixture::new();
@@ -457,6 +481,10 @@ async fn cache_mounts_persist_and_secrets_stay_out_of_layers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn local_keys_depend_on_content_not_mtimes() {
     require_containers!();
     let fx = Fixture::new();
@@ -507,6 +535,10 @@ async fn local_keys_depend_on_content_not_mtimes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn copy_link_is_a_merge_and_diff_takes_the_top() {
     require_containers!();
     let fx = Fixture::new();
@@ -593,6 +625,10 @@ fn serve(body: &'static [u8], n: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn http_sources_download_and_verify() {
     require_containers!();
     let fx = Fixture::new();
@@ -633,6 +669,10 @@ async fn http_sources_download_and_verify() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn git_sources_check_out_a_ref() {
     require_containers!();
     if std::process::Command::new("git")
@@ -709,6 +749,10 @@ async fn git_sources_check_out_a_ref() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn missing_images_and_pruned_records() {
     require_containers!();
     let fx = Fixture::new();
@@ -746,6 +790,10 @@ async fn missing_images_and_pruned_records() {
 /// key; excluded (`.dockerignore`d) files never affect it; with modes set by
 /// the consumer (`COPY --chmod=0644`), a source mode change does not either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 async fn local_keys_follow_the_contract() {
     require_containers!();
     let fx = Fixture::new();

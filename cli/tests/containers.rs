@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 
 mod common;
-use common::{available, busybox_tar, busybox_tar_with, test_runtime};
+use common::{busybox_tar, busybox_tar_with, test_runtime};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -81,10 +81,8 @@ impl Drop for Env {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn exit_codes_env_cwd_user_and_rm() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     let (code, out, _) = env.run(&["run", "--rm", "busybox:test", "sh", "-c", "echo hi; exit 3"]);
     assert_eq!((code, out.as_str()), (3, "hi\n"));
@@ -147,10 +145,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn detached_ps_logs_stop_kill() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     let id = env.ok(&[
         "run",
@@ -254,10 +250,8 @@ fn on_terminal(env: &Env, args: &[&str], input: &str) -> (i32, String) {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn terminal_in_the_foreground() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     // Through a terminal: the container's own pty, the caller's size.
     let (code, out) = on_terminal(
@@ -292,10 +286,8 @@ fn terminal_in_the_foreground() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn detached_terminal_and_open_stdin_keep_a_shell_running() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     // -dit: the shell waits on its terminal; what it prints is logged.
     let id = env.ok(&["run", "-dit", "--name", "shell", "busybox:test", "sh"]);
@@ -324,10 +316,8 @@ fn detached_terminal_and_open_stdin_keep_a_shell_running() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn image_volumes_are_anonymous_volumes_filled_from_the_image() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     let tar = env.dir.path().join("vol.tar");
     let files = [("data/hello", "from the image\n")];
@@ -406,10 +396,8 @@ fn image_volumes_are_anonymous_volumes_filled_from_the_image() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn published_port_answers_on_localhost() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     // A free port for the host side.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -447,10 +435,8 @@ fn published_port_answers_on_localhost() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn commit_and_rmi_refusal() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     env.ok(&[
         "run",
@@ -499,10 +485,8 @@ fn commit_and_rmi_refusal() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn commit_pauses_a_running_container() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     let id = env.ok(&[
         "run",

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{available, busybox_tar_with, test_runtime};
+use common::{busybox_tar_with, test_runtime};
 
 const APPLETS: &[&str] = &["sh", "dd", "sleep", "echo", "cat", "head", "yes", "true"];
 /// Bytes of the incompressible file in the big image: enough for
@@ -403,10 +403,8 @@ fn exercise(env: &Env, op: &Op<'_>, kills: usize, rng: &mut Rng) {
 }
 
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn killed_and_interrupted_commands_leave_nothing_behind() {
-    if !available() {
-        return;
-    }
     let kills: usize = std::env::var("KILN_FAULT_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -628,10 +626,8 @@ fn killed_and_interrupted_commands_leave_nothing_behind() {
 /// Builds racing `rmi` and `image prune -a` of their base image: the base
 /// is untagged, not deleted, while a build uses it, and no build fails.
 #[test]
+#[cfg_attr(not(kiln_containers), ignore = "needs root and /bin/busybox")]
 fn builds_keep_their_base_image_while_rmi_and_prune_race_them() {
-    if !available() {
-        return;
-    }
     let env = Env::new();
     let base = env.path("base.tar");
     std::fs::write(&base, busybox_tar_with(APPLETS, true, &[])).unwrap();

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 
 mod common;
-use common::{available, busybox_tar_with, test_runtime};
+use common::{busybox_tar_with, test_runtime};
 
 /// How long any one kiln command may take before the test fails (instead
 /// of hanging on a regression such as `yes | head` spinning).
@@ -46,18 +46,6 @@ const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "grep", "head", "yes", "wc", "ip", "hostname", "readlink", "sleep",
     "true", "httpd", "stat", "tr",
 ];
-
-/// Containers can run and private networks can be made; prints why not.
-fn network_available() -> bool {
-    if !available() {
-        return false;
-    }
-    if which("slirp4netns").is_none() {
-        eprintln!("skipping: slirp4netns is not installed (apt-get install slirp4netns)");
-        return false;
-    }
-    true
-}
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -475,10 +463,11 @@ fn probe(name: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn build_steps_get_a_private_network_unless_told_otherwise() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     let host_ns = host_netns();
     let host_ifaces = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
@@ -547,10 +536,11 @@ fn build_steps_get_a_private_network_unless_told_otherwise() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn build_network_flag_sets_the_default_for_run_steps() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     let host_ns = host_netns();
     let dockerfile = format!("FROM busybox:test\nRUN {}\n", probe("step"));
@@ -578,10 +568,11 @@ fn build_network_flag_sets_the_default_for_run_steps() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn pipes_end_and_no_signal_is_ignored_even_when_kiln_ignores_some() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     // kiln started as a script's background job would be: SIGINT (and,
     // as in any Rust program, SIGPIPE) ignored. busybox's sh ignores
@@ -653,10 +644,11 @@ fn http_get(port: u16) -> Result<String, String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn run_publishes_ports_from_its_private_network_and_cleans_up() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     let store = env.store();
     let port = free_port();
@@ -809,10 +801,11 @@ fn kill_a_build_in_its_run_step(env: &Env) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn a_killed_build_leaves_a_namespace_the_next_build_removes() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     let store = env.store();
     let stale = kill_a_build_in_its_run_step(&env);
@@ -835,10 +828,11 @@ fn a_killed_build_leaves_a_namespace_the_next_build_removes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn a_killed_builds_step_ends_and_the_next_build_removes_its_mounts() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     kill_a_build_in_its_run_step(&env);
     // The embedded runtime's helper kills the step when kiln dies; under
@@ -1019,10 +1013,11 @@ fn debian_rootfs_tar(mirror: &str) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn debian_apt_installs_curl_over_the_default_network() {
-    if !network_available() {
-        return;
-    }
     if which("debootstrap").is_none() {
         eprintln!("skipping: debootstrap is not installed (apt-get install debootstrap)");
         return;
@@ -1071,10 +1066,11 @@ fn debian_apt_installs_curl_over_the_default_network() {
 /// it) and SIGTERM cancel a build in its RUN step: kiln exits 130 or 143
 /// at once, the step's process is gone, and nothing stays mounted.
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn interrupted_builds_cancel_their_steps_and_clean_up() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     for (sig, code) in [(SIGINT, 130), (15, 143)] {
         let ctx = env.context(
@@ -1119,10 +1115,11 @@ fn interrupted_builds_cancel_their_steps_and_clean_up() {
 /// A foreground `kiln run` killed with SIGKILL takes its container with
 /// it, and `kiln rm` then removes it and everything it had mounted.
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_slirp)),
+    ignore = "needs root and /bin/busybox and slirp4netns"
+)]
 fn a_killed_foreground_run_takes_its_container_and_rm_cleans_up() {
-    if !network_available() {
-        return;
-    }
     let env = Env::new();
     let args = [
         "run",

@@ -355,6 +355,7 @@ fn assert_lines_in_order(text: &str, patterns: &[&str]) {
 const LAYER: &str = "[0-9a-f]{12}";
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn push_pull_search_round_trip() {
     let Some(registry) = Registry::start(None) else {
         return;
@@ -582,6 +583,7 @@ fn push_pull_search_round_trip() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn mirrors_and_config_file() {
     let Some(registry) = Registry::start(None) else {
         return;
@@ -621,6 +623,7 @@ fn mirrors_and_config_file() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn login_and_logout_with_htpasswd() {
     let Some(registry) = Registry::start(Some(("kiln", "s3cret"))) else {
         return;
@@ -729,6 +732,7 @@ fn login_and_logout_with_htpasswd() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn build_pulls_a_base_image_from_the_registry() {
     let Some(registry) = Registry::start(None) else {
         return;
@@ -821,6 +825,7 @@ fn build_pulls_a_base_image_from_the_registry() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn token_auth_login_push_pull() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = servers::TokenServer::start(dir.path(), "kiln", "s3cret");
@@ -893,6 +898,7 @@ fn token_auth_login_push_pull() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn registry_killed_mid_push_and_mid_pull() {
     let Some(mut registry) = Registry::start(None) else {
         return;
@@ -966,6 +972,7 @@ fn registry_killed_mid_push_and_mid_pull() {
 }
 
 #[test]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 fn https_registry_on_loopback() {
     // Loopback registries are insecure, as Docker treats them: HTTPS
     // without certificate verification first (here it answers), plain

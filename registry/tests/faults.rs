@@ -45,6 +45,7 @@ fn assert_transfer_error(err: &Error, host: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn registry_killed_mid_push_and_mid_pull() {
     let Some(mut registry) = start_registry(None) else {
         return;

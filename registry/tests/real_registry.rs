@@ -16,6 +16,7 @@ fn client() -> Client {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn push_pull_round_trip() {
     let Some(registry) = start_registry(None) else {
         return;
@@ -245,6 +246,7 @@ async fn push_pull_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn chunked_upload() {
     let Some(registry) = start_registry(None) else {
         return;
@@ -276,6 +278,7 @@ async fn chunked_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn basic_auth_with_htpasswd() {
     let Some(registry) = start_registry(Some(("alice", "s3cret"))) else {
         return;

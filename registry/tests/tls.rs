@@ -50,6 +50,7 @@ async fn round_trip(client: &Client, host: &str, image: &TestImage, source: &kil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn plain_http_registry() {
     // 127.0.0.2: loopback, but not the address every other test uses.
     let Some(registry) = start_registry_with(RegistryOptions {
@@ -84,6 +85,7 @@ async fn plain_http_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn https_registry_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = tls_files(dir.path(), &["registry.kiln.test", "127.0.0.1"]);

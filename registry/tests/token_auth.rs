@@ -10,6 +10,7 @@ use common::*;
 use kiln_registry::{Client, ClientConfig, Credential, CredentialStore, Error};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(kiln_registry), ignore = "needs docker-registry")]
 async fn token_auth_login_push_pull_refresh() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = TokenServer::start(dir.path(), "alice", "s3cret");

@@ -323,6 +323,10 @@ async fn cancellation_kills_and_deletes(kind: Kind) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(kiln_containers, kiln_runc)),
+    ignore = "needs root and /bin/busybox and runc"
+)]
 fn overlay_mount_and_unmount() {
     require_containers!();
     let fx = Fixture::new(Kind::Runc);

@@ -1,0 +1,6 @@
+// Probes the machine for what the tests need (see kiln-testkit).
+include!("../testkit/src/probe.rs");
+
+fn main() {
+    emit_cfgs();
+}
