@@ -492,7 +492,7 @@ impl Copier<'_> {
             {
                 return Ok(());
             }
-            kiln_cache::copy_file_keeping_holes(src, dst).map_err(|e| Error::io("copy", src, e))?;
+            kiln_fs::copy_file_keeping_holes(src, dst).map_err(|e| Error::io("copy", src, e))?;
             if md.nlink() > 1 {
                 self.links.insert(key, dst.to_owned());
             }

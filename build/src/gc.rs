@@ -557,11 +557,9 @@ pub fn auto_prune(store: &Store) -> Result<Option<PruneReport>> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        // Only a hint: a lost or torn write means one more measure.
-        let tmp = state.with_extension("tmp");
-        if fs::write(&tmp, format!("{secs} {kept}\n")).is_ok() {
-            let _ = fs::rename(&tmp, &state);
-        }
+        // Only a hint: a lost write means one more measure.
+        let hint = format!("{secs} {kept}\n");
+        let _ = kiln_fs::replace_file(&state, hint.as_bytes(), kiln_fs::Durability::Atomic);
     }
     Ok(report)
 }

@@ -556,16 +556,7 @@ impl<'t> StatCache<'t> {
 /// Replaces `path` with `bytes` (temp file and rename; no fsync: a cache,
 /// which a crash may leave damaged, read then as empty).
 fn write_cache_file(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let r = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .and_then(|mut tmp| {
-            tmp.write_all(bytes)?;
-            tmp.persist(path).map_err(|e| e.error)?;
-            Ok(())
-        });
+    let r = kiln_fs::replace_file(path, bytes, kiln_fs::Durability::Atomic);
     if let Err(e) = r {
         tracing::warn!(path = %path.display(), error = %e, "could not write a cache file");
     }

@@ -168,20 +168,8 @@ fn touch(path: &std::path::Path) {
     }
 }
 
-/// Temp file beside `path`, fsync, rename.
+/// Replaces `path` with `bytes`, durably.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io("create temporary file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("sync", tmp.path(), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("rename into place", path, e.error))?;
-    Ok(())
+    kiln_fs::replace_file(path, bytes, kiln_fs::Durability::Durable)
+        .map_err(|e| Error::io("replace", path, e))
 }

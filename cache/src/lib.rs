@@ -71,10 +71,7 @@ pub use blob::BlobWriter;
 pub use check::{BlobRole, CheckReport, Finding, Issue, STALE_AGE};
 pub use compression::{Compression, decompress, sniff_compression};
 pub use error::{Error, ExtractError, Result};
-pub use extract::{
-    ExtractMode, ExtractOptions, HoleReader, LayerStats, copy_file_keeping_holes, extract_layer,
-    is_root,
-};
+pub use extract::{ExtractMode, ExtractOptions, LayerStats, extract_layer, is_root};
 pub use gc::{ImagesUsage, PruneScope, RemovedImage};
 pub use image::{
     ContainerConfig, Empty, History, ImageConfig, ImageDocs, ImageError, MAX_DOCUMENT_SIZE, RootFs,

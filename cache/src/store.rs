@@ -145,29 +145,18 @@ impl Store {
 
 /// Flushes a directory's entries (a rename or a new file in it) to disk.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    let f = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    f.sync_all()
-        .map_err(|e| Error::io("sync directory", dir, e))
+    kiln_fs::fsync_dir(dir).map_err(|e| Error::io("sync directory", dir, e))
 }
 
 /// Replaces `path` with `bytes` atomically: temp file in `tmp_dir` (same
 /// filesystem), fsync, rename, fsync of the parent directory.
 pub(crate) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(tmp_dir)
+    let mut file = kiln_fs::AtomicFile::in_dir(tmp_dir, path)
         .map_err(|e| Error::io("create temporary file in", tmp_dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path().to_path_buf(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io("sync", tmp.path().to_path_buf(), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("rename into place", path, e.error))?;
-    if let Some(parent) = path.parent() {
-        fsync_dir(parent)?;
-    }
-    Ok(())
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", file.tmp_path().to_path_buf(), e))?;
+    file.commit(kiln_fs::Durability::Durable)
+        .map_err(|e| Error::io("replace", path, e))
 }
 
 /// An exclusive advisory lock (`flock`) on a file under `locks/`, released

@@ -731,13 +731,14 @@ fn write_file(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let file = kiln_fs::AtomicFile::new(path).map_err(io)?;
     {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
+        let mut w = std::io::BufWriter::new(file.file());
         f(&mut w).map_err(BuildError::Export)?;
         std::io::Write::flush(&mut w).map_err(io)?;
     }
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    // An output the user can write again: no sync, as BuildKit's.
+    file.commit(kiln_fs::Durability::Atomic).map_err(io)?;
     Ok(())
 }
 

@@ -26,7 +26,7 @@
 //!   (Single-threaded mode, zero workers, would give other bytes.)
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -505,11 +505,9 @@ impl CompressedIndex {
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    let mut file = kiln_fs::AtomicFile::in_dir(dir, path)?;
+    file.write_all(bytes)?;
+    file.commit(kiln_fs::Durability::Durable)
 }
 
 #[cfg(test)]

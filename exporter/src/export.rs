@@ -8,7 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::{ExtractMode, ExtractOptions, HoleReader, LayerStats, Store, extract_layer};
+use kiln_cache::{ExtractMode, ExtractOptions, LayerStats, Store, extract_layer};
+use kiln_fs::HoleReader;
 use kiln_oci::digest::Sha256Reader;
 
 use crate::error::{Error, Result};

@@ -13,7 +13,6 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -348,19 +347,15 @@ impl CredentialStore {
                 source,
             })?;
         bytes.push(b'\n');
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".config.json-")
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&self.dir)
-            .map_err(io_err("create temporary file in", &self.dir))?;
-        let tmp_path = tmp.path().to_path_buf();
-        tmp.write_all(&bytes).map_err(io_err("write", &tmp_path))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("sync", &tmp_path))?;
         let path = self.config_path();
-        tmp.persist(&path)
-            .map_err(|e| io_err("rename into place", &path)(e.error))?;
+        let mut file = kiln_fs::AtomicFile::in_dir(&self.dir, &path)
+            .map_err(io_err("create temporary file in", &self.dir))?;
+        let tmp_path = file.tmp_path().to_path_buf();
+        file.set_mode(0o600)
+            .map_err(io_err("set permissions of", &tmp_path))?;
+        file.write_all(&bytes).map_err(io_err("write", &tmp_path))?;
+        file.commit(kiln_fs::Durability::Durable)
+            .map_err(io_err("replace", &path))?;
         Ok(())
     }
 }
@@ -429,6 +424,8 @@ fn run_helper(helper: &str, action: &'static str, key: &str, input: &[u8]) -> Re
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

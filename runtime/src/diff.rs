@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -372,7 +372,8 @@ impl<W: Write> DiffWriter<'_, W> {
         if let Some(path) = content {
             let file = fs::File::open(path).map_err(io_err("open", path))?;
             let copied = if e.sparse {
-                copy_with_holes(&file, e.size, &mut self.out)
+                let mut reader = kiln_fs::HoleReader::new(&file, e.size);
+                io::copy(&mut reader, &mut self.out).map(|n| if reader.shrunk() { 0 } else { n })
             } else {
                 io::copy(&mut file.take(e.size), &mut self.out)
             }
@@ -404,56 +405,6 @@ impl<W: Write> DiffWriter<'_, W> {
         }
         Ok(())
     }
-}
-
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-
-/// Copies the first `size` bytes of `file` to `out` as reading them would,
-/// but reads only its data regions (`SEEK_DATA`/`SEEK_HOLE`) and writes
-/// zeros for its holes. Returns the bytes copied: fewer than `size` when
-/// the file shrank.
-fn copy_with_holes(file: &fs::File, size: u64, out: &mut impl Write) -> io::Result<u64> {
-    use rustix::fs::SeekFrom;
-    let mut pos = 0u64;
-    while pos < size {
-        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
-            Ok(data) => data,
-            // No data from `pos` on: a hole to the end of the file.
-            Err(rustix::io::Errno::NXIO) => file.metadata()?.len().max(pos),
-            // SEEK_DATA unsupported: read the rest.
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOTSUP) => {
-                let mut f = file;
-                f.seek(io::SeekFrom::Start(pos))?;
-                return Ok(pos + io::copy(&mut f.take(size - pos), out)?);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let data = data.min(size);
-        while pos < data {
-            let n = (data - pos).min(ZEROS.len() as u64);
-            out.write_all(&ZEROS[..n as usize])?;
-            pos += n;
-        }
-        if pos == size {
-            break;
-        }
-        let hole = match rustix::fs::seek(file, SeekFrom::Hole(pos)) {
-            Ok(hole) if hole > pos => hole.min(size),
-            Ok(_) => size,
-            // The file shrank past `pos`.
-            Err(rustix::io::Errno::NXIO) => return Ok(pos),
-            Err(e) => return Err(e.into()),
-        };
-        let want = hole - pos;
-        let mut f = file;
-        f.seek(io::SeekFrom::Start(pos))?;
-        let n = io::copy(&mut f.take(want), out)?;
-        pos += n;
-        if n < want {
-            return Ok(pos);
-        }
-    }
-    Ok(pos)
 }
 
 fn is_overlay_xattr(name: &OsString) -> bool {
@@ -696,23 +647,6 @@ mod tests {
             seen.push(path);
         }
         assert_eq!(seen.len(), 3);
-
-        // The sparse reader alone, and a file that shrank.
-        let file = fs::File::open(upper.join("sparse")).unwrap();
-        let mut copy = Vec::new();
-        assert_eq!(
-            copy_with_holes(&file, 64 * mib + 7, &mut copy).unwrap(),
-            64 * mib + 7
-        );
-        assert_eq!(copy, fs::read(upper.join("sparse")).unwrap());
-        let mut copy = Vec::new();
-        assert_eq!(copy_with_holes(&file, 1000, &mut copy).unwrap(), 1000);
-        assert_eq!(copy[..4], *b"head");
-        let mut copy = Vec::new();
-        assert_eq!(
-            copy_with_holes(&file, 80 * mib, &mut copy).unwrap(),
-            64 * mib + 7
-        );
     }
 
     #[test]

@@ -354,9 +354,11 @@ fn run(args: &Args, bundle: &Path, pid_file: Option<&Path>) -> i32 {
     // Written only now (libcontainer's would appear before the process
     // is known to start), whole (readers poll for it).
     if let Some(path) = pid_file {
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, init.as_raw().to_string())
-            .and_then(|()| std::fs::rename(&tmp, path));
+        let written = kiln_fs::replace_file(
+            path,
+            init.as_raw().to_string().as_bytes(),
+            kiln_fs::Durability::Atomic,
+        );
         if let Err(e) = written {
             args.log("warning", &format!("cannot write {}: {e}", path.display()));
         }

@@ -214,10 +214,9 @@ fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
         path: dir.join(CONFIG),
         source,
     })?;
-    let tmp = dir.join(".config.json.tmp");
-    std::fs::write(&tmp, json).map_err(|e| Error::io("write", &tmp, e))?;
     let path = dir.join(CONFIG);
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename into", &path, e))
+    kiln_fs::replace_file(&path, &json, kiln_fs::Durability::Durable)
+        .map_err(|e| Error::io("replace", &path, e))
 }
 
 fn lock(path: &Path) -> Result<File> {
