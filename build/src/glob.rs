@@ -1,6 +1,8 @@
 //! Shell-style wildcards (`*`, `?`, `[...]`, `\` escapes) on path
 //! segments, as Go's `filepath.Match` reads them, plus `**` across
-//! segments for exclude patterns.
+//! segments: `COPY` sources and the paths a local source follows.
+//! Exclude patterns are `kiln-patterns`' (Docker's `.dockerignore`
+//! matcher).
 
 /// Whether `s` contains a wildcard character.
 pub(crate) fn has_wildcard(s: &str) -> bool {
@@ -142,59 +144,6 @@ fn prefix_segments(p: &[&str], n: &[&str]) -> bool {
     }
 }
 
-/// A `.dockerignore`-style matcher used when the caller supplies none:
-/// patterns are cleaned relative paths with `*`, `?`, `[...]` and `**`;
-/// a leading `!` re-includes; the last matching pattern wins; a pattern
-/// matching a directory matches everything below it.
-#[derive(Clone, Debug)]
-pub(crate) struct IgnoreMatcher {
-    patterns: Vec<(bool, String)>,
-}
-
-impl IgnoreMatcher {
-    pub(crate) fn new(patterns: &[String]) -> IgnoreMatcher {
-        let patterns = patterns
-            .iter()
-            .filter_map(|p| {
-                let p = p.trim();
-                let (negate, p) = match p.strip_prefix('!') {
-                    Some(rest) => (true, rest.trim()),
-                    None => (false, p),
-                };
-                let cleaned = crate::paths::clean_abs(p);
-                let cleaned = cleaned.trim_start_matches('/');
-                (!cleaned.is_empty()).then(|| (negate, cleaned.to_owned()))
-            })
-            .collect();
-        IgnoreMatcher { patterns }
-    }
-
-    pub(crate) fn is_excluded(&self, path: &str) -> bool {
-        let mut excluded = false;
-        for (negate, pattern) in &self.patterns {
-            let mut matched = match_path(pattern, path);
-            if !matched {
-                // A parent directory matching counts.
-                let mut prefix = String::new();
-                for seg in path.split('/').filter(|s| !s.is_empty()) {
-                    if !prefix.is_empty() {
-                        prefix.push('/');
-                    }
-                    prefix.push_str(seg);
-                    if prefix.len() < path.len() && match_path(pattern, &prefix) {
-                        matched = true;
-                        break;
-                    }
-                }
-            }
-            if matched {
-                excluded = !negate;
-            }
-        }
-        excluded
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,14 +171,5 @@ mod tests {
         assert!(may_contain("a/*/c", "a/b"));
         assert!(!may_contain("a/*/c", "b"));
         assert!(may_contain("**/x", "q/r"));
-    }
-
-    #[test]
-    fn ignore() {
-        let m = IgnoreMatcher::new(&["node_modules".into(), "*.log".into(), "!keep.log".into()]);
-        assert!(m.is_excluded("node_modules/a/b"));
-        assert!(m.is_excluded("x.log"));
-        assert!(!m.is_excluded("keep.log"));
-        assert!(!m.is_excluded("src/x.log"));
     }
 }

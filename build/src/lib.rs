@@ -9,8 +9,8 @@
 //! mounts; file actions with BuildKit's copy rules; merge and diff), layer
 //! commits into the store, and persistent build-cache records.
 //!
-//! Must not depend on: the frontend or the CLI. Callers hand in what needs
-//! the frontend (the `.dockerignore` matcher) through [`WorkerConfig`].
+//! Must not depend on: the frontend or the CLI. Exclude patterns are
+//! matched with `kiln-patterns`, the one `.dockerignore` matcher.
 //!
 //! ## Results
 //!

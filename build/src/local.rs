@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::PathMatcher;
 use crate::error::{Error, Result};
-use crate::glob::{self, IgnoreMatcher};
+use crate::glob;
 
 /// What kind of entry a selected path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -872,11 +872,14 @@ pub(crate) fn copy_selection(root: &Path, entries: &[Entry], dest: &Path) -> Res
     Ok(())
 }
 
-/// A default exclude matcher for `patterns` (used when the worker was not
-/// given a factory).
-pub(crate) fn default_matcher(patterns: &[String]) -> PathMatcher {
-    let m = IgnoreMatcher::new(patterns);
-    Box::new(move |p: &str| m.is_excluded(p))
+/// The exclude matcher for `patterns`, with Docker's `.dockerignore`
+/// semantics: a path is excluded when it or a parent matches, a later
+/// `!pattern` re-includes.
+pub(crate) fn exclude_matcher(patterns: &[String]) -> std::result::Result<PathMatcher, String> {
+    let m = kiln_patterns::PatternMatcher::new(patterns).map_err(|e| e.to_string())?;
+    Ok(Box::new(move |path: &str| {
+        m.matches_or_parent_matches(path).unwrap_or(false)
+    }))
 }
 
 #[cfg(test)]
@@ -902,7 +905,7 @@ mod tests {
         let rels = |follow: &[&str], exclude: &[&str]| -> Vec<String> {
             let follow: Vec<String> = follow.iter().map(|s| s.to_string()).collect();
             let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
-            let m = default_matcher(&exclude);
+            let m = exclude_matcher(&exclude).unwrap();
             let sel = Selection::new(&follow, &[], Some(&m), &exclude);
             select(root, &sel)
                 .unwrap()

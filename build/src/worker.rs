@@ -30,10 +30,6 @@ pub struct WorkerConfig {
     /// Pulls base images missing from the store; without it they are an
     /// error.
     pub registry: Option<kiln_registry::Client>,
-    /// Builds exclude matchers from patterns with Docker's
-    /// `.dockerignore` semantics (the frontend's matcher). Without it a
-    /// simpler built-in matcher is used.
-    pub exclude_matcher: Option<MatcherFactory>,
     /// The OCI runtime for RUN steps (default: `runc` from `PATH`; the
     /// kiln binary passes its embedded runtime).
     pub runtime: Option<kiln_runtime::OciRuntime>,
@@ -48,7 +44,6 @@ impl std::fmt::Debug for WorkerConfig {
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("ssh", &self.ssh)
             .field("registry", &self.registry.is_some())
-            .field("exclude_matcher", &self.exclude_matcher.is_some())
             .field("runtime", &self.runtime)
             .field("source_date_epoch", &self.source_date_epoch)
             .finish()
@@ -147,10 +142,7 @@ impl Worker {
             rc.runtime = runtime.clone();
         }
         let runtime = Runtime::new(rc)?;
-        let matcher: MatcherFactory = match &config.exclude_matcher {
-            Some(m) => m.clone(),
-            None => Arc::new(|patterns: &[String]| Ok(local::default_matcher(patterns))),
-        };
+        let matcher: MatcherFactory = Arc::new(local::exclude_matcher);
         Ok(Worker {
             shared: Arc::new(Shared {
                 records: Records::new(store.clone(), cache_dir),

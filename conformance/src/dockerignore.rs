@@ -9,9 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use kiln_frontend::dockerignore::{
-    IgnoreError, MatchInfo, PatternMatcher, clean_path, read_ignore_file,
-};
+use kiln_patterns::{IgnoreError, MatchInfo, PatternMatcher, clean_path, read_ignore_file};
 use serde_json::Value;
 
 use crate::Report;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// The build cache's disk usage and garbage collection (`kiln builder`).
 pub use kiln_build::gc as build_cache;
 pub use kiln_build::reap_stale;
-use kiln_build::{FsRef, MatcherFactory, PathMatcher, Worker, WorkerConfig};
+use kiln_build::{FsRef, Worker, WorkerConfig};
 use kiln_cache::Store;
 use kiln_exporter::{CommitOptions, CommittedImage, Compression, LayerInput, MediaTypes};
 use kiln_frontend::compile::{self, BaseImage, CompileOptions, NoCache};
@@ -474,19 +474,11 @@ async fn build_unsynced(
         })
         .collect();
     contexts.insert(compile::CONTEXT_NAME.into(), req.context_dir.clone());
-    let matcher: MatcherFactory = Arc::new(|patterns: &[String]| -> Result<PathMatcher, String> {
-        let m = kiln_frontend::dockerignore::PatternMatcher::new(patterns)
-            .map_err(|e| e.to_string())?;
-        Ok(Box::new(move |path: &str| {
-            m.matches_or_parent_matches(path).unwrap_or(false)
-        }))
-    });
     let worker_config = WorkerConfig {
         contexts,
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),
         registry: registry.clone(),
-        exclude_matcher: Some(matcher),
         runtime: req.runtime.clone(),
         source_date_epoch: req.source_date_epoch,
     };

@@ -3,8 +3,9 @@
 //! Everything kiln knows about Dockerfiles: the line-level parser
 //! ([`parser`]), BuildKit-compatible shell-word expansion ([`shell`]),
 //! typed instructions and their validation ([`instructions`]), stage and
-//! variable resolution ([`stages`]), and `.dockerignore` matching
-//! ([`dockerignore`]).
+//! variable resolution ([`stages`]) and the compilation of a build to a
+//! graph ([`compile`]). `.dockerignore` files and patterns are
+//! `kiln-patterns`'.
 //!
 //! Owns: turning Dockerfile bytes, build arguments and a target into a
 //! resolved, validated description of stages and instructions.
@@ -18,7 +19,6 @@ pub mod chmod;
 pub mod compile;
 pub mod diagnostic;
 pub mod directives;
-pub mod dockerignore;
 pub mod instructions;
 pub mod parser;
 pub mod quote;

@@ -457,7 +457,7 @@ fn read_ignore(
     candidates.push(context.join(".dockerignore"));
     for c in candidates {
         if let Ok(bytes) = std::fs::read(&c) {
-            return kiln_frontend::dockerignore::read_ignore_file(&bytes)
+            return kiln_patterns::read_ignore_file(&bytes)
                 .with_context(|| format!("reading {}", c.display()));
         }
     }

@@ -2,7 +2,7 @@
 //! cases (Docker's documented rules and the corner cases of its
 //! implementation) and property tests.
 
-use kiln_frontend::dockerignore::{
+use kiln_patterns::{
     IgnoreError, MatchInfo, MatchKind, PatternMatcher, clean_path, ignore_file_candidates,
     read_ignore_file,
 };

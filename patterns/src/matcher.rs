@@ -249,7 +249,7 @@ pub struct MatchInfo {
 /// them the way a context walker produces them (`dir/file`, no `./`).
 ///
 /// ```
-/// use kiln_frontend::dockerignore::PatternMatcher;
+/// use kiln_patterns::PatternMatcher;
 /// let pm = PatternMatcher::new(["*.md", "!README*.md", "README-secret.md"]).unwrap();
 /// assert!(pm.matches_or_parent_matches("CHANGELOG.md").unwrap());
 /// assert!(!pm.matches_or_parent_matches("README.md").unwrap());
@@ -396,7 +396,7 @@ impl PatternMatcher {
     /// itself and gives the same answer as `matches_or_parent_matches`.
     ///
     /// ```
-    /// use kiln_frontend::dockerignore::{MatchInfo, PatternMatcher};
+    /// use kiln_patterns::{MatchInfo, PatternMatcher};
     /// let pm = PatternMatcher::new(["docs", "!docs/keep"]).unwrap();
     /// let (docs, info) = pm.matches_using_parent_results("docs", &MatchInfo::default()).unwrap();
     /// assert!(docs);
@@ -459,7 +459,7 @@ impl PatternMatcher {
     /// on the paths themselves.
     ///
     /// ```
-    /// use kiln_frontend::dockerignore::PatternMatcher;
+    /// use kiln_patterns::PatternMatcher;
     /// let pm = PatternMatcher::new(["node_modules", "!node_modules/keep/*.json"]).unwrap();
     /// assert!(pm.can_skip_dir("node_modules/other"));
     /// assert!(!pm.can_skip_dir("node_modules"));

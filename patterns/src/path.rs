@@ -12,7 +12,7 @@
 /// - An empty result is `.`.
 ///
 /// ```
-/// use kiln_frontend::dockerignore::clean_path;
+/// use kiln_patterns::clean_path;
 /// assert_eq!(clean_path("a//b/./c/.."), "a/b");
 /// assert_eq!(clean_path("/../x/"), "/x");
 /// assert_eq!(clean_path("../../a"), "../../a");

@@ -25,7 +25,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// pattern line that is not UTF-8.
 ///
 /// ```
-/// use kiln_frontend::dockerignore::read_ignore_file;
+/// use kiln_patterns::read_ignore_file;
 /// let patterns = read_ignore_file(b"# build output\n/target/\n! /target/keep \n").unwrap();
 /// assert_eq!(patterns, ["target", "!target/keep"]);
 /// ```

@@ -1,5 +1,8 @@
+//! # kiln-patterns
+//!
 //! `.dockerignore` files and Docker's path patterns, with Docker's exact
-//! semantics.
+//! semantics: one matcher for build contexts, `COPY --exclude` and the
+//! worker's context walks.
 //!
 //! Docker (the CLI's classic builder, BuildKit and `COPY --exclude`) reads
 //! ignore files with `moby/patternmatcher/ignorefile.ReadAll` and matches
@@ -35,6 +38,7 @@
 //!
 //! Owns: ignore-file parsing and path matching. Must not do: any I/O. The
 //! caller reads the ignore file and walks the context.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod compile;
 mod glob;
