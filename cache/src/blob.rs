@@ -192,6 +192,7 @@ impl Store {
             store: self.clone(),
             tmp,
             size: 0,
+            sparse: kiln_fs::SparseWriter::new(),
         })
     }
 
@@ -408,21 +409,25 @@ fn copy_large<R: io::Read + ?Sized, W: io::Write + ?Sized>(
 }
 
 /// See [`Store::blob_writer`]. Dropped without a commit, it leaves nothing.
+///
+/// Aligned blocks of zeros are left as holes in the blob file: a layer that
+/// adds a file with holes stores its data, not its apparent size.
 pub struct BlobWriter {
     store: Store,
     tmp: tempfile::NamedTempFile,
     size: u64,
+    sparse: kiln_fs::SparseWriter,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.as_file_mut().write(buf)?;
-        self.size += n as u64;
-        Ok(n)
+        self.sparse.write(self.tmp.as_file(), buf)?;
+        self.size += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.as_file_mut().flush()
+        Ok(())
     }
 }
 
@@ -436,8 +441,11 @@ impl BlobWriter {
     /// [`Store::write_blob`] does) and returns its size. The caller
     /// vouches that `digest` is the SHA-256 of exactly those bytes. A blob
     /// already present with that digest is kept.
-    pub fn commit_as(self, digest: &Digest) -> Result<u64> {
+    pub fn commit_as(mut self, digest: &Digest) -> Result<u64> {
         check_sha256(digest)?;
+        self.sparse
+            .finish(self.tmp.as_file())
+            .map_err(|e| Error::io("write", self.tmp.path().to_path_buf(), e))?;
         self.store.hold([Hold::Blob(digest.clone())])?;
         if let Some(size) = self.store.existing_blob_size(digest)? {
             if size != self.size {

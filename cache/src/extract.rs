@@ -398,6 +398,11 @@ struct Extractor {
 /// paths that leave the root, unless `clamp` (then the root is `/`, whose
 /// parent is itself).
 fn clean_path(raw: &[u8], clamp: bool) -> Result<Vec<&[u8]>, &'static str> {
+    // Linux's PATH_MAX: no program could open a longer path, and walking
+    // one costs time in its length.
+    if raw.len() >= 4096 {
+        return Err("the path is longer than 4095 bytes");
+    }
     if raw.first() == Some(&b'/') && !clamp {
         return Err("absolute paths are not allowed");
     }
@@ -521,24 +526,31 @@ impl Extractor {
         let mut cur = self
             .root_dup()
             .map_err(|e| WalkError::Io("open the extraction root", e))?;
+        // Names are joined once, not per component: entry paths may have
+        // thousands of components.
+        let mut name: Option<String> = None;
+        let mut created = false;
         for (i, comp) in components.iter().enumerate() {
             let next = match open_dir_nofollow(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
-                    self.budget
-                        .take_entry(&lossy(&join(&components[..=i])))
-                        .map_err(WalkError::Budget)?;
+                    let name = name.get_or_insert_with(|| lossy(&join(components)));
+                    self.budget.take_entry(name).map_err(WalkError::Budget)?;
                     match rustix::fs::mkdirat(&cur, os(comp), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(WalkError::Io("create a parent directory", e)),
                     }
-                    self.mark_created(&components[..=i]);
+                    created = true;
                     open_dir_nofollow(&cur, comp)
                         .map_err(|e| self.classify(&cur, components, i, e))?
                 }
                 Err(e) => return Err(self.classify(&cur, components, i, e)),
             };
             cur = next;
+        }
+        // Once one directory is created, every deeper one is too.
+        if created {
+            self.mark_created(components);
         }
         Ok(cur)
     }
@@ -1501,6 +1513,9 @@ mod tests {
         assert!(clean_path(b"..", true).unwrap().is_empty());
         let long = format!("dir/{}", "n".repeat(300));
         assert!(clean_path(long.as_bytes(), false).is_err());
+        let deep = "a/".repeat(2048);
+        assert!(clean_path(deep.as_bytes(), false).is_err());
+        assert!(clean_path("a/".repeat(2000).as_bytes(), false).is_ok());
     }
 
     #[test]

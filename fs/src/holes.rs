@@ -13,6 +13,91 @@ use rustix::io::Errno;
 pub const HOLE_BLOCK: usize = 64 * 1024;
 static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
+/// Writes a stream into a file leaving aligned [`HOLE_BLOCK`]s of zeros
+/// as holes: a stream of mostly zeros (a tar of a file with holes) takes
+/// the disk space of its data. The bytes read back are the same.
+#[derive(Debug, Default)]
+pub struct SparseWriter {
+    /// Bytes of the current block not yet written.
+    pending: Vec<u8>,
+    /// Bytes handed to the file (written or left as a hole).
+    done: u64,
+}
+
+impl SparseWriter {
+    pub fn new() -> SparseWriter {
+        SparseWriter::default()
+    }
+
+    /// Appends `buf` to what `file` receives (at the offsets this writer
+    /// tracks; the file's own position is not used).
+    pub fn write(&mut self, file: &File, mut buf: &[u8]) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let take = (HOLE_BLOCK - self.pending.len()).min(buf.len());
+            self.pending.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.pending.len() < HOLE_BLOCK {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.pending);
+            self.put(file, &block)?;
+        }
+        while buf.len() >= HOLE_BLOCK {
+            self.put(file, &buf[..HOLE_BLOCK])?;
+            buf = &buf[HOLE_BLOCK..];
+        }
+        self.pending.extend_from_slice(buf);
+        Ok(())
+    }
+
+    /// Writes what is pending and gives the file its full length (a
+    /// trailing hole included). Returns the length.
+    pub fn finish(&mut self, file: &File) -> io::Result<u64> {
+        let block = std::mem::take(&mut self.pending);
+        self.put(file, &block)?;
+        file.set_len(self.done)?;
+        Ok(self.done)
+    }
+
+    fn put(&mut self, file: &File, block: &[u8]) -> io::Result<()> {
+        if block.len() < HOLE_BLOCK || block.iter().any(|b| *b != 0) {
+            file.write_all_at(block, self.done)?;
+        }
+        self.done += block.len() as u64;
+        Ok(())
+    }
+}
+
+/// The data regions (`[start, end)`, in order) of the first `size` bytes
+/// of `file`; everything else is a hole. Where the file system cannot
+/// tell, the whole range is one region.
+pub fn data_regions(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut regions = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break,
+            Err(Errno::INVAL | Errno::NOTSUP) => {
+                regions.push((pos, size));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match rustix::fs::seek(file, SeekFrom::Hole(data)) {
+            Ok(hole) if hole > data => hole.min(size),
+            Ok(_) | Err(Errno::NXIO | Errno::INVAL | Errno::NOTSUP) => size,
+            Err(e) => return Err(e.into()),
+        };
+        regions.push((data, hole));
+        pos = hole;
+    }
+    Ok(regions)
+}
+
 /// Whether a file's allocated blocks cover less than its size: it has
 /// holes (or is being written).
 pub fn has_holes(meta: &std::fs::Metadata) -> bool {
@@ -215,6 +300,45 @@ mod tests {
         std::fs::write(&plain, b"plain").unwrap();
         copy_file_keeping_holes(&plain, &dir.path().join("copy")).unwrap();
         assert_eq!(std::fs::read(dir.path().join("copy")).unwrap(), b"plain");
+    }
+
+    #[test]
+    fn the_sparse_writer_keeps_bytes_and_leaves_zero_blocks_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut want = b"head".to_vec();
+        want.resize(4 * MIB as usize, 0);
+        want.extend_from_slice(b"tail");
+        want.resize(want.len() + 3 * HOLE_BLOCK, 0);
+        let mut w = SparseWriter::new();
+        for piece in want.chunks(7777) {
+            w.write(&file, piece).unwrap();
+        }
+        assert_eq!(w.finish(&file).unwrap(), want.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == want);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(
+            meta.blocks() * 512 <= 4 * HOLE_BLOCK as u64,
+            "{}",
+            meta.blocks()
+        );
+    }
+
+    #[test]
+    fn data_regions_skip_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = File::create(&path).unwrap();
+        f.set_len(8 * MIB).unwrap();
+        f.write_all_at(b"x", 4 * MIB).unwrap();
+        let regions = data_regions(&f, 8 * MIB).unwrap();
+        assert_eq!(regions.len(), 1, "{regions:?}");
+        let (start, end) = regions[0];
+        assert!(
+            start <= 4 * MIB && end > 4 * MIB && end - start <= MIB,
+            "{regions:?}"
+        );
     }
 
     #[test]

@@ -17,4 +17,6 @@ mod atomic;
 mod holes;
 
 pub use atomic::{AtomicFile, Durability, fsync_dir, replace_file};
-pub use holes::{HOLE_BLOCK, HoleReader, copy_file_keeping_holes, has_holes};
+pub use holes::{
+    HOLE_BLOCK, HoleReader, SparseWriter, copy_file_keeping_holes, data_regions, has_holes,
+};
