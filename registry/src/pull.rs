@@ -137,7 +137,114 @@ impl Client {
         unreachable!("the endpoint list always ends with the upstream registry")
     }
 
+    /// [`Client::pull_from_inner`]; a pull that fails deletes the blobs
+    /// it added that no image uses (its config, the layers it fetched).
     async fn pull_from(
+        &self,
+        ep: &Endpoint,
+        store: &Store,
+        reference: &Reference,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullEvent) + Send + Sync),
+    ) -> Result<PullResult> {
+        let mark = store.created_mark();
+        let result = self
+            .pull_from_inner(ep, store, reference, options, progress)
+            .await;
+        if result.is_err()
+            && let Err(e) = store.discard_created_since(mark)
+        {
+            tracing::warn!(error = %e, "failed to delete the blobs of a failed pull");
+        }
+        result
+    }
+
+    /// Checks that the layers of `layers` the store already has (those not
+    /// in `missing`) uncompress to their `diff_ids`. A pairing another
+    /// image of the store already has (checked when it came in) is taken
+    /// as it is; others are hashed from the stored blob.
+    async fn check_present_diff_ids(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        store: &Store,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        missing: &[&Descriptor],
+    ) -> Result<()> {
+        let mut known: std::collections::HashSet<(Digest, Digest)> = Default::default();
+        let mut looked = false;
+        let mut computed: std::collections::HashMap<Digest, Digest> = Default::default();
+        for (index, (layer, expected)) in layers.iter().zip(diff_ids).enumerate() {
+            if missing.iter().any(|m| m.digest == layer.digest) {
+                continue;
+            }
+            if &layer.digest == expected {
+                continue;
+            }
+            if !looked {
+                looked = true;
+                for record in store.images()? {
+                    if let Ok(docs) = store.image_docs(&record) {
+                        known.extend(docs.layers.into_iter().zip(docs.config.rootfs.diff_ids));
+                    }
+                }
+            }
+            if known.contains(&(layer.digest.clone(), expected.clone())) {
+                continue;
+            }
+            let actual = match computed.get(&layer.digest) {
+                Some(d) => d.clone(),
+                None => {
+                    let (store2, digest) = (store.clone(), layer.digest.clone());
+                    let hashed = tokio::task::spawn_blocking(
+                        move || -> Result<Digest, kiln_cache::ExtractError> {
+                            let blob = store2.open_blob(&digest).map_err(|e| {
+                                kiln_cache::ExtractError::Read {
+                                    source: io::Error::other(e),
+                                }
+                            })?;
+                            let (_, mut stream) = kiln_cache::decompress(blob)?;
+                            let mut hasher = Sha256Writer::default();
+                            io::copy(&mut stream, &mut hasher)
+                                .map_err(|source| kiln_cache::ExtractError::Read { source })?;
+                            Ok(hasher.finish().0)
+                        },
+                    )
+                    .await
+                    .map_err(|e| Error::LayerUnreadable {
+                        registry: ep.host.clone(),
+                        repository: repo.to_owned(),
+                        layer: layer.digest.clone(),
+                        source: Box::new(kiln_cache::ExtractError::Read {
+                            source: io::Error::other(e.to_string()),
+                        }),
+                    })?;
+                    let d = hashed.map_err(|source| Error::LayerUnreadable {
+                        registry: ep.host.clone(),
+                        repository: repo.to_owned(),
+                        layer: layer.digest.clone(),
+                        source: Box::new(source),
+                    })?;
+                    computed.insert(layer.digest.clone(), d.clone());
+                    d
+                }
+            };
+            if &actual != expected {
+                return Err(Error::DiffIdMismatch {
+                    registry: ep.host.clone(),
+                    repository: repo.to_owned(),
+                    layer: layer.digest.clone(),
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn pull_from_inner(
         &self,
         ep: &Endpoint,
         store: &Store,
@@ -222,6 +329,17 @@ impl Client {
             v
         };
         updated |= !missing.is_empty();
+        // Layers the store has are checked too: the store holds blobs, not
+        // which diff id each is, and a config may lie about any of them.
+        self.check_present_diff_ids(
+            ep,
+            &repo,
+            store,
+            &layers,
+            &image_config.rootfs.diff_ids,
+            &missing,
+        )
+        .await?;
         let concurrency = self.inner.config.concurrency.max(1);
         let repo_ref = repo.as_str();
         let (layers_ref, diff_ids) = (&layers, &image_config.rootfs.diff_ids);
