@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault injection at scale: the CLI's fault test (cli/tests/faults.rs) with
+# Fault injection at scale: the CLI's fault test (crates/cli/tests/faults.rs) with
 # many kills per operation (KILLS, default 100) under each runtime. Prints
 # the seed of each run; KILN_FAULT_SEED=<seed> replays one.
 set -euo pipefail
