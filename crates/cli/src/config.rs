@@ -46,6 +46,11 @@ pub struct Config {
     /// The OCI runtime: `embedded`, or a runc-compatible binary (name on
     /// `PATH` or path).
     pub runtime: Option<String>,
+    /// A transfer slower than this many bytes per second over
+    /// `transfer-stall-seconds` is a stall (0: no minimum).
+    pub min_transfer_rate: Option<u64>,
+    /// The window of `min-transfer-rate`, in seconds.
+    pub transfer_stall_seconds: Option<u64>,
 }
 
 impl Config {
@@ -89,6 +94,9 @@ impl Config {
         if config.runtime.as_deref() == Some("") {
             anyhow::bail!("runtime must not be empty");
         }
+        if config.transfer_stall_seconds == Some(0) {
+            anyhow::bail!("transfer-stall-seconds must be at least 1");
+        }
         Ok(config)
     }
 
@@ -102,6 +110,8 @@ impl Config {
                 .or(self.max_concurrent_downloads),
             max_concurrent_uploads: top.max_concurrent_uploads.or(self.max_concurrent_uploads),
             runtime: top.runtime.or(self.runtime),
+            min_transfer_rate: top.min_transfer_rate.or(self.min_transfer_rate),
+            transfer_stall_seconds: top.transfer_stall_seconds.or(self.transfer_stall_seconds),
         }
     }
 
@@ -119,6 +129,12 @@ impl Config {
         }
         if let Some(n) = self.max_concurrent_uploads {
             c.upload_concurrency = n;
+        }
+        if let Some(rate) = self.min_transfer_rate {
+            c.min_rate_bytes_per_sec = rate;
+        }
+        if let Some(secs) = self.transfer_stall_seconds {
+            c.min_rate_window = std::time::Duration::from_secs(secs);
         }
         c
     }
@@ -183,6 +199,8 @@ insecure-registries = ["http://myreg:5000/", "other:80"]
 max-concurrent-downloads = 7
 max-concurrent-uploads = 2
 runtime = "runc"
+min-transfer-rate = 100
+transfer-stall-seconds = 30
 "#,
         )
         .unwrap();
@@ -191,6 +209,8 @@ runtime = "runc"
         assert_eq!(cc.mirrors, ["https://mirror.example"]);
         assert_eq!(cc.insecure_registries, ["myreg:5000", "other:80"]);
         assert_eq!((cc.concurrency, cc.upload_concurrency), (7, 2));
+        assert_eq!(cc.min_rate_bytes_per_sec, 100);
+        assert_eq!(cc.min_rate_window, std::time::Duration::from_secs(30));
     }
 
     #[test]
@@ -199,6 +219,8 @@ runtime = "runc"
         assert_eq!((cc.concurrency, cc.upload_concurrency), (3, 5));
         assert!(cc.mirrors.is_empty());
         assert!(Config::parse("max-concurrent-uploads = 0").is_err());
+        assert!(Config::parse("transfer-stall-seconds = 0").is_err());
+        assert_eq!(cc.min_rate_bytes_per_sec, 1024);
         assert!(Config::parse("registry-mirror = []").is_err());
         assert!(Config::parse("max-concurrent-downloads = \"x\"").is_err());
     }

@@ -539,14 +539,28 @@ impl Store {
 }
 
 /// Whether the process that made the lease at `dir` still holds its lock.
-/// A lease still being set up (`.new-…`, renamed into place once its lock
-/// is held) counts as live for a minute, whatever its lock file says.
+/// A lease still being set up (`.new-<pid>-…`, renamed into place once its
+/// lock is held) counts as live for a minute while that pid runs, whatever
+/// its lock file says.
 fn owner_lives(dir: &Path) -> bool {
-    let staging = dir
+    let name = dir
         .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with(NEW_PREFIX));
-    if staging && fresh(dir) {
-        return true;
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(rest) = name.strip_prefix(NEW_PREFIX) {
+        // Being set up: its lock may not be taken yet. The pid in the name
+        // tells whether its maker still runs.
+        let pid_runs = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !pid_runs {
+            return false;
+        }
+        if fresh(dir) {
+            return true;
+        }
     }
     let file = match OpenOptions::new()
         .read(true)

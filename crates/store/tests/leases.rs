@@ -110,6 +110,22 @@ fn a_dead_processs_lease_is_reaped_with_its_files() {
 }
 
 #[test]
+fn a_lease_its_maker_never_finished_setting_up_is_reaped_at_once() {
+    let (_d, store) = store();
+    // Killed between creating its staging directory and locking it.
+    let dead = store.root().join("leases/.new-999999999-abcdef");
+    fs::create_dir_all(dead.join("ingest")).unwrap();
+    // One being set up right now by a live process (this one).
+    let live = store
+        .root()
+        .join(format!("leases/.new-{}-abcdef", std::process::id()));
+    fs::create_dir_all(&live).unwrap();
+    store.reap_leases().unwrap();
+    assert!(!dead.exists());
+    assert!(live.exists());
+}
+
+#[test]
 fn blobs_a_failed_writer_added_are_discarded_unless_used() {
     let (_d, store) = store();
     let image = import(&store, b"kept", "app:1");
