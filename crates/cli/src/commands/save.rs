@@ -133,24 +133,38 @@ impl PendingFile {
                 crate::signals::forget_on_stop(&tmp_path);
             }
             None => {
-                // Link under a temporary name, then rename over `path`.
                 use std::os::fd::AsRawFd;
-                let name = self.dir.join(format!(
-                    ".kiln-save-{}-{}",
-                    std::process::id(),
-                    self.file.as_raw_fd()
-                ));
                 let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    proc_path.as_str(),
-                    rustix::fs::CWD,
-                    &name,
-                    rustix::fs::AtFlags::SYMLINK_FOLLOW,
-                )?;
-                if let Err(e) = std::fs::rename(&name, path) {
-                    let _ = std::fs::remove_file(&name);
-                    return Err(e);
+                let link = |to: &std::path::Path| {
+                    rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        proc_path.as_str(),
+                        rustix::fs::CWD,
+                        to,
+                        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+                    )
+                };
+                match link(path) {
+                    Ok(()) => {}
+                    // Replacing a file: link under a temporary name (removed
+                    // on a stop signal), then rename over it.
+                    Err(rustix::io::Errno::EXIST) => {
+                        let name = self.dir.join(format!(
+                            ".kiln-save-{}-{}",
+                            std::process::id(),
+                            self.file.as_raw_fd()
+                        ));
+                        crate::signals::remove_on_stop(&name);
+                        let renamed = link(&name)
+                            .map_err(std::io::Error::from)
+                            .and_then(|()| std::fs::rename(&name, path));
+                        if renamed.is_err() {
+                            let _ = std::fs::remove_file(&name);
+                        }
+                        crate::signals::forget_on_stop(&name);
+                        renamed?;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
