@@ -290,6 +290,8 @@ pub struct LeaseInfo {
     pub dir: PathBuf,
     pub pid: Option<u32>,
     pub live: bool,
+    /// This process's own lease.
+    pub own: bool,
     pub bytes: u64,
 }
 
@@ -479,8 +481,10 @@ impl Store {
                 .split('-')
                 .next()
                 .and_then(|p| p.parse().ok());
-            let live = own.as_deref() == Some(path.as_path()) || owner_lives(&path);
+            let is_own = own.as_deref() == Some(path.as_path());
+            let live = is_own || owner_lives(&path);
             out.push(LeaseInfo {
+                own: is_own,
                 bytes: if live { 0 } else { tree_bytes(&path) },
                 dir: path,
                 pid,
@@ -523,11 +527,11 @@ impl Store {
         Ok(reaped)
     }
 
-    /// Bytes held in the temporary files of live processes (their lease
+    /// Bytes held in the temporary files of other processes (their lease
     /// directories) and of the pre-lease `ingest/` directory.
     pub fn temporary_usage(&self) -> Result<u64> {
         let mut total = tree_bytes(&self.root().join(crate::store::INGEST_DIR));
-        for info in self.list_leases()? {
+        for info in self.list_leases()?.into_iter().filter(|l| !l.own) {
             total += if info.live {
                 tree_bytes(&info.dir)
             } else {

@@ -107,20 +107,26 @@ pub fn df(ctx: &Context, a: DfArgs) -> anyhow::Result<()> {
         cache.reclaimable,
         false,
     ));
-    // Temporary files of running kiln processes (and any a dead one left
-    // that could not be removed): not in Docker's table, which has no
-    // daemon-less processes to account for.
-    let leases = store.list_leases()?;
+    // Temporary files of other kiln processes (running, or dead ones the
+    // store could not clean): a row Docker's table does not have, shown
+    // only when there are some.
+    let leases: Vec<_> = store
+        .list_leases()?
+        .into_iter()
+        .filter(|l| !l.own)
+        .collect();
     let temp_size = store.temporary_usage()?;
-    let dead: u64 = leases.iter().filter(|l| !l.live).map(|l| l.bytes).sum();
-    rows.push(row(
-        "Temporary Files",
-        leases.len(),
-        leases.iter().filter(|l| l.live).count(),
-        temp_size,
-        dead,
-        false,
-    ));
+    if !leases.is_empty() || temp_size > 0 {
+        let dead: u64 = leases.iter().filter(|l| !l.live).map(|l| l.bytes).sum();
+        rows.push(row(
+            "Temporary Files",
+            leases.len(),
+            leases.iter().filter(|l| l.live).count(),
+            temp_size,
+            dead,
+            false,
+        ));
+    }
     let out = Output::new(
         a.format.as_deref(),
         "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
