@@ -940,12 +940,24 @@ fn registry_killed_mid_push_and_mid_pull() {
     // Pull into a fresh store, killed while the layer is downloading.
     proxy.set_rate(RATE);
     let child = env.process_in("fresh", &["pull", &tag]).spawn().unwrap();
-    let ingest = env.path("fresh/ingest");
-    let partial = || {
-        std::fs::read_dir(&ingest)
+    // Each kiln process writes into its own lease of the store.
+    let leases = env.path("fresh/leases");
+    let ingest_files = || -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(&leases)
             .into_iter()
             .flatten()
             .flatten()
+            .flat_map(|lease| {
+                std::fs::read_dir(lease.path().join("ingest"))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .collect()
+    };
+    let partial = || {
+        ingest_files()
+            .iter()
             .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
     };
     wait_for("a partial blob in the store's ingest directory", partial);
@@ -957,10 +969,7 @@ fn registry_killed_mid_push_and_mid_pull() {
     // Nothing partial is visible.
     env.ok_in("fresh", &["system", "check"]);
     assert_eq!(env.ok_in("fresh", &["images", "-q"]), "");
-    assert_eq!(
-        std::fs::read_dir(&ingest).map(|d| d.count()).unwrap_or(0),
-        0
-    );
+    assert_eq!(ingest_files().len(), 0);
 
     // Restarted: the same pull completes.
     registry.restart();
