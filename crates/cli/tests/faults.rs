@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{busybox_tar_with, test_runtime};
+use kiln_testkit::registry::LocalRegistry;
 
 const APPLETS: &[&str] = &["sh", "dd", "sleep", "echo", "cat", "head", "yes", "true"];
 /// Bytes of the incompressible file in the big image: enough for
@@ -59,63 +60,6 @@ fn incompressible(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// A `docker-registry` on a free loopback port, killed when dropped.
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Option<Registry> {
-        if !have("docker-registry") {
-            eprintln!("skipping pull and push: docker-registry is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Env {
@@ -421,7 +365,7 @@ fn killed_and_interrupted_commands_leave_nothing_behind() {
     eprintln!("KILN_FAULT_SEED={seed}");
     let mut rng = Rng(seed | 1);
     let env = Env::new();
-    let registry = Registry::start();
+    let registry = LocalRegistry::start();
 
     // A base image, and a big one (busybox and an incompressible file).
     let base = env.path("base.tar");

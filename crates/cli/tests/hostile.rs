@@ -33,6 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{available, busybox_tar_with, test_runtime};
+use kiln_testkit::registry::LocalRegistry;
 
 const APPLETS: &[&str] = &[
     "sh", "true", "test", "ls", "cat", "echo", "mkdir", "stat", "head", "tail",
@@ -966,57 +967,22 @@ fn hostile_layer_entries_are_refused_or_kept_inside_the_root() {
 // ---------------------------------------------------------------------------
 // Diff ids, layer counts and config types: docker-archives and a registry.
 
-/// A `docker-registry` on a free loopback port, killed when dropped.
+/// A local registry, and the raw HTTP this test speaks to it.
 struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    inner: LocalRegistry,
 }
 
 impl Registry {
     fn start() -> Option<Registry> {
-        if !have("docker-registry") {
+        let inner = LocalRegistry::start();
+        if inner.is_none() {
             eprintln!("skipping the pull cases: docker-registry is not installed");
-            return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Registry {
-            child,
-            port,
-            _dir: dir,
-        })
+        inner.map(|inner| Registry { inner })
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.inner.host.clone()
     }
 
     /// One HTTP/1.1 request; the status, headers (lower-case names) and body.
@@ -1027,7 +993,7 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.inner.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut req = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -1137,13 +1103,6 @@ impl Registry {
         let (status, _, body) = self.http("GET", target, &[("Accept", accept)], b"");
         assert_eq!(status, 200, "GET {target}");
         serde_json::from_slice(&body).unwrap()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
