@@ -14,13 +14,10 @@ pub struct LocalRegistry {
 }
 
 impl LocalRegistry {
-    /// Starts one; `None` (saying why) when `docker-registry` is not
-    /// installed. Tests that need it are gated on `cfg(kiln_registry)`.
+    /// Starts one; `None` when `docker-registry` is not installed (tests
+    /// that need it are gated on `cfg(kiln_registry)`).
     pub fn start() -> Option<LocalRegistry> {
-        if crate::probe::which("docker-registry").is_none() {
-            eprintln!("docker-registry is not installed (apt-get install docker-registry)");
-            return None;
-        }
+        crate::probe::which("docker-registry")?;
         let dir = tempfile::tempdir().expect("temporary directory");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
