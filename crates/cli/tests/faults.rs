@@ -45,11 +45,6 @@ impl Rng {
     }
 }
 
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
-
 fn incompressible(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)

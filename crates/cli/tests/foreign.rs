@@ -13,8 +13,7 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command as Process;
 
 use assert_cmd::Command;
 use kiln_testkit::registry::LocalRegistry;

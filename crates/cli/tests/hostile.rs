@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{available, busybox_tar_with, test_runtime};
@@ -43,11 +43,6 @@ const APPLETS: &[&str] = &[
 const UP_LEVELS: usize = 24;
 /// The apparent size of the sparse file.
 const BOMB: u64 = 8 << 30;
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, data)
