@@ -202,6 +202,13 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    // Stopped by a signal: the failure is the stop handler removing the
+    // command's files; it exits with the signal's status.
+    if result.is_err() && signals::stopping() {
+        loop {
+            std::thread::park();
+        }
+    }
     // Temporary files and mounts of this process go with it.
     kiln_store::release_leases();
     match result {

@@ -41,6 +41,16 @@ impl Stop {
     }
 }
 
+/// The signal [`exit_on_stop`] is stopping the command for (0: none).
+static STOPPING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Whether [`exit_on_stop`]'s handler is stopping the command: a failure
+/// of the command now is the handler removing its files under it, and the
+/// handler exits with the signal's status in a moment.
+pub fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::SeqCst) != 0
+}
+
 /// Files the stop handler removes before exiting (a partial `save -o`).
 fn cleanup_paths() -> &'static std::sync::Mutex<Vec<std::path::PathBuf>> {
     static PATHS: std::sync::OnceLock<std::sync::Mutex<Vec<std::path::PathBuf>>> =
@@ -82,6 +92,7 @@ pub fn exit_on_stop() {
             rt.block_on(async {
                 let mut stop = Stop::install();
                 let signo = stop.next().await;
+                STOPPING.store(signo, std::sync::atomic::Ordering::SeqCst);
                 tracing::debug!(signal = signo, "stopping");
                 // A second signal while cleaning up forces the exit.
                 tokio::spawn(async move {
